@@ -1,0 +1,17 @@
+"""golddiff_jax: fast, scalable training-free (analytical) diffusion in JAX.
+
+    import golddiff_jax as gd
+    stats = gd.fit(images)                                  # [N, H, W, C] in [-1, 1]
+    latents = gd.noise(jax.random.key(7), 16, stats.image_shape)
+    out = gd.sample(stats, latents, method="pca_locality", num_steps=10)
+    out.images, out.x0_trajectory, out.timesteps, out.step_seconds
+"""
+
+from golddiff_jax.api import denoise, fit, noise, sample
+from golddiff_jax.denoisers import METHODS
+from golddiff_jax.sampler import SampleOutput
+from golddiff_jax.stats import Stats, load as load_stats, save as save_stats
+
+__all__ = ["METHODS", "SampleOutput", "Stats", "denoise", "fit", "load_stats", "noise",
+           "sample", "save_stats"]
+__version__ = "0.1.0"

@@ -1,0 +1,59 @@
+"""Streaming over the database: a ``lax.scan`` over fixed-size chunks with a softmax accumulator.
+
+Memory is O(B·chunk·D) whatever N is. N need not divide by the chunk size: the last chunk is
+padded and its padding rows get logit −inf, so they carry no weight (and, for WSSM, a partial last
+chunk still counts as one chunk, as in the published baseline).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from golddiff_jax import softmax
+
+LogitsFn = Callable[[jax.Array], jax.Array]  # chunk [c, D] -> logits [B, c, K]
+
+
+def split_chunks(database: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
+  """[N, D] → chunks [n, c, D] and validity [n, c] (padding rows at the end)."""
+  n, d = database.shape
+  num_chunks = -(-n // chunk_size)
+  pad = num_chunks * chunk_size - n
+  padded = jnp.pad(database, ((0, pad), (0, 0)))
+  valid = jnp.arange(num_chunks * chunk_size) < n
+  return (padded.reshape(num_chunks, chunk_size, d),
+          valid.reshape(num_chunks, chunk_size))
+
+
+def softmax_average(database: jax.Array, logits_fn: LogitsFn, *, batch: int,
+                    num_softmaxes: int, chunk_size: int, mode: str = "exact",
+                    state: softmax.SoftmaxState | None = None) -> softmax.SoftmaxState:
+  """Σ_i softmax_i(logits) · x_i over every database row, chunk by chunk.
+
+  Args:
+    database: [N, D] candidate values x_i.
+    logits_fn: maps a chunk [c, D] to logits [B, c, K]; K = 1 or D.
+    batch, num_softmaxes: B and K.
+    chunk_size: rows per chunk (memory only in exact mode; the WSSM chunk in wssm mode).
+    mode: "exact" or "wssm".
+    state: an accumulator to continue from (e.g. another shard's).
+
+  Returns:
+    The accumulator state; `softmax.finalize` turns it into [B, D].
+  """
+  update = {"exact": softmax.update_exact, "wssm": softmax.update_wssm}[mode]
+  chunks, valid = split_chunks(database, min(chunk_size, database.shape[0]))
+  if state is None:
+    state = softmax.init(batch, num_softmaxes, database.shape[1], database.dtype)
+
+  def body(carry, inputs):
+    chunk, chunk_valid = inputs
+    logits = logits_fn(chunk)
+    logits = jnp.where(chunk_valid[None, :, None], logits, -jnp.inf)
+    return update(carry, logits, chunk), None
+
+  state, _ = jax.lax.scan(body, state, (chunks, valid))
+  return state

@@ -1,0 +1,47 @@
+"""Optimal (empirical-Bayes) denoiser: the exact posterior mean under the empirical data (spec §4.1).
+
+x̂_0 = Σ_i softmax_i(−‖x_t − a_t x_i‖² / (2σ_t² T)) · x_i over the whole database, streamed in chunks.
+The squared distance is computed in direct (difference) form: at t = 0 the logits reach ~1e6, and the
+expanded ‖x‖² + a²‖x_i‖² − 2a⟨x, x_i⟩ form would lose the digits the softmax needs.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from golddiff_jax import chunking, softmax
+from golddiff_jax.stats import Stats
+
+OPTIONS = {"temperature": 1.0, "chunk_size": None}
+_CHUNK_BYTES = 64 * 2**20
+
+
+@flax.struct.dataclass
+class Plan:
+  abar: jax.Array
+  temperature: float = flax.struct.field(pytree_node=False)
+  chunk_size: int = flax.struct.field(pytree_node=False)
+
+
+def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
+  chunk = options["chunk_size"] or max(8, _CHUNK_BYTES // (4 * batch * stats.dim))
+  return Plan(abar=jnp.float32(abar), temperature=float(options["temperature"]),
+              chunk_size=int(chunk))
+
+
+def apply(stats: Stats, plan: Plan, x_t: jax.Array,
+          key: jax.Array | None = None) -> jax.Array:
+  """x_t [B, D] → x̂_0 [B, D] (deterministic: ``key`` is unused)."""
+  del key
+  a = jnp.sqrt(plan.abar)
+  scale = -0.5 / ((1.0 - plan.abar) * plan.temperature)
+
+  def logits_fn(chunk):
+    diff = x_t[:, None, :] - a * chunk[None, :, :]
+    return (scale * jnp.sum(diff * diff, axis=-1))[..., None]
+
+  state = chunking.softmax_average(stats.database, logits_fn, batch=x_t.shape[0],
+                                   num_softmaxes=1, chunk_size=plan.chunk_size)
+  return softmax.finalize(state)

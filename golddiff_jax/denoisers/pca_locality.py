@@ -1,0 +1,147 @@
+"""PCA-locality denoiser (Lukoianov et al. 2025; spec §4.3): a masked softmax per output coordinate.
+
+For output coordinate m, candidate i gets the logit −Σ_n (x_t[n] − a_t x_i[n])² M_t[n, m] / (2σ_t² T):
+a distance restricted to the inputs n that the locality mask M_t lets feed m. The mask is built once
+per step of a sampling run (`prepare`), not once per batch.
+
+The contraction over n is the hot spot, O(B·N·D·nnz/D). It has three exact implementations:
+
+* ``dense``: ``delta @ M`` in float32 with precision HIGHEST;
+* ``bf16x3``: the same product as three bfloat16 passes. M is 0/1, so it is exact in bfloat16, and
+  delta is split into hi + mid + lo bfloat16 parts (24 significand bits, as float32), each multiplied
+  with float32 accumulation. On CPUs with AMX (XLA flag ``--xla_cpu_use_onednn=true``) and on GPUs and
+  TPUs this runs on the bf16 matrix units;
+* ``sparse``: per-output index lists [D, P] and a gather-sum, O(B·N·D·P); it wins when the mask is
+  very sparse (late steps).
+
+``auto`` picks ``sparse`` when the widest mask column holds at most ``SPARSE_MAX_FRACTION`` of D,
+otherwise ``dense``.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from golddiff_jax import chunking, masks, softmax
+from golddiff_jax.stats import Stats
+
+OPTIONS = {"mask_threshold": 0.05, "temperature": 1.0, "softmax": "exact",
+           "wssm_chunk": 512, "mask_impl": "auto", "chunk_size": None}
+MASK_IMPLS = ("auto", "dense", "bf16x3", "sparse")
+SOFTMAX_MODES = ("exact", "wssm")
+SPARSE_MAX_FRACTION = 0.02  # measured crossover on CPU, see docs/benchmarks.md
+_CHUNK_BYTES = 48 * 2**20
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@flax.struct.dataclass
+class Plan:
+  """One step's precomputed mask and static configuration."""
+  abar: jax.Array
+  mask: jax.Array | None          # [D, D] (float32, or bfloat16 for bf16x3)
+  index: jax.Array | None         # [D, P] int32: column m's input coordinates
+  valid: jax.Array | None         # [D, P] bool
+  impl: str = flax.struct.field(pytree_node=False)
+  softmax: str = flax.struct.field(pytree_node=False)
+  temperature: float = flax.struct.field(pytree_node=False)
+  chunk_size: int = flax.struct.field(pytree_node=False)
+
+
+def check_options(options: dict) -> None:
+  theta = options["mask_threshold"]
+  if not isinstance(theta, (int, float)) or not 0.0 <= float(theta) < 1.0:
+    raise ValueError(f"mask_threshold must be in [0, 1), got {theta!r}")
+  if options["mask_impl"] not in MASK_IMPLS:
+    raise ValueError(f"mask_impl must be one of {MASK_IMPLS}, got {options['mask_impl']!r}")
+  if options["softmax"] not in SOFTMAX_MODES:
+    raise ValueError(f"softmax must be one of {SOFTMAX_MODES}, got {options['softmax']!r}")
+  if int(options["wssm_chunk"]) < 1:
+    raise ValueError(f"wssm_chunk must be >= 1, got {options['wssm_chunk']}")
+
+
+def choose_impl(requested: str, column_max: int, dim: int) -> str:
+  """Resolves ``auto``: the gather-sum pays only for very sparse masks, and only on CPU."""
+  if requested != "auto":
+    return requested
+  if jax.default_backend() == "cpu" and column_max <= SPARSE_MAX_FRACTION * dim:
+    return "sparse"
+  return "dense"
+
+
+def build_plan(mask: jax.Array, abar: float, options: dict, batch: int) -> Plan:
+  """Packs a dense 0/1 mask [D, D] into the form ``options['mask_impl']`` asks for."""
+  dim = mask.shape[0]
+  host = np.asarray(mask)
+  column_max = int((host != 0).sum(axis=0).max())
+  impl = choose_impl(options["mask_impl"], column_max, dim)
+  dense = index = valid = None
+  width = dim
+  if impl == "sparse":
+    index, valid = (jnp.asarray(a) for a in masks.sparse_form(host))
+    width = index.shape[1]
+  elif impl == "bf16x3":
+    dense = jnp.asarray(mask, jnp.bfloat16)
+  else:
+    dense = jnp.asarray(mask, jnp.float32)
+  if options["softmax"] == "wssm":
+    chunk = int(options["wssm_chunk"])
+  elif options["chunk_size"]:
+    chunk = int(options["chunk_size"])
+  else:
+    per_row = 4 * batch * dim * (width if impl == "sparse" else 4)
+    chunk = int(np.clip(_CHUNK_BYTES // per_row, 1, 512))
+  return Plan(abar=jnp.float32(abar), mask=dense, index=index, valid=valid, impl=impl,
+              softmax=options["softmax"], temperature=float(options["temperature"]),
+              chunk_size=chunk)
+
+
+def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
+  mask = masks.locality_mask(stats.eigvals, stats.eigvecs, abar,
+                             float(options["mask_threshold"]))
+  return build_plan(mask, abar, options, batch)
+
+
+def _split_bf16(x: jax.Array) -> jax.Array:
+  """x ≈ hi + mid + lo with each part bfloat16; returns them stacked [3, ...]."""
+  hi = x.astype(jnp.bfloat16)
+  rest = x - hi.astype(jnp.float32)
+  mid = rest.astype(jnp.bfloat16)
+  lo = (rest - mid.astype(jnp.float32)).astype(jnp.bfloat16)
+  return jnp.stack([hi, mid, lo])
+
+
+def masked_distance(delta: jax.Array, plan: Plan) -> jax.Array:
+  """dist[r, m] = Σ_n delta[r, n] M[n, m] for delta [R, D] (contraction over the row index of M)."""
+  if plan.impl == "dense":
+    return jnp.matmul(delta, plan.mask, precision=HIGHEST)
+  if plan.impl == "bf16x3":
+    parts = _split_bf16(delta)
+    return jnp.sum(jnp.matmul(parts, plan.mask, preferred_element_type=jnp.float32), axis=0)
+  gathered = jnp.take(delta, plan.index, axis=1)  # [R, D, P]
+  return jnp.sum(jnp.where(plan.valid, gathered, 0.0), axis=-1)
+
+
+def apply_to_candidates(candidates: jax.Array, plan: Plan, x_t: jax.Array,
+                        state: softmax.SoftmaxState | None = None) -> softmax.SoftmaxState:
+  """Streams the candidates [N, D] through the masked per-coordinate softmax."""
+  a = jnp.sqrt(plan.abar)
+  scale = -0.5 / ((1.0 - plan.abar) * plan.temperature)
+  batch, dim = x_t.shape
+
+  def logits_fn(chunk):
+    diff = x_t[:, None, :] - a * chunk[None, :, :]
+    dist = masked_distance((diff * diff).reshape(-1, dim), plan)
+    return scale * dist.reshape(batch, chunk.shape[0], dim)
+
+  return chunking.softmax_average(candidates, logits_fn, batch=batch, num_softmaxes=dim,
+                                  chunk_size=plan.chunk_size, mode=plan.softmax, state=state)
+
+
+def apply(stats: Stats, plan: Plan, x_t: jax.Array,
+          key: jax.Array | None = None) -> jax.Array:
+  """x_t [B, D] → x̂_0 [B, D] over the whole database (deterministic: ``key`` is unused)."""
+  del key
+  return softmax.finalize(apply_to_candidates(stats.database, plan, x_t))

@@ -1,0 +1,37 @@
+"""Wiener filter: the linear Gaussian posterior mean (spec §4.2).
+
+x̂_0 = μ + L̃_t (x_t/a_t − μ) with L̃_t = V diag(s_t) Vᵀ. It is applied in the eigenbasis,
+((x_t/a_t − μ) V) diag(s_t) Vᵀ, which is O(B·D²) and never forms the D×D operator.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from golddiff_jax import masks
+from golddiff_jax.stats import Stats
+
+OPTIONS: dict = {}
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@flax.struct.dataclass
+class Plan:
+  abar: jax.Array
+
+
+def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
+  del stats, options, batch
+  return Plan(abar=jnp.float32(abar))
+
+
+def apply(stats: Stats, plan: Plan, x_t: jax.Array,
+          key: jax.Array | None = None) -> jax.Array:
+  """x_t [B, D] → x̂_0 [B, D] (deterministic: ``key`` is unused)."""
+  del key
+  centred = x_t / jnp.sqrt(plan.abar) - stats.mean
+  coeffs = jnp.matmul(centred, stats.eigvecs, precision=HIGHEST)
+  coeffs = coeffs * masks.shrink_factors(stats.eigvals, plan.abar)
+  return stats.mean + jnp.matmul(coeffs, stats.eigvecs.T, precision=HIGHEST)

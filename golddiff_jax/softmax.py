@@ -1,0 +1,83 @@
+"""Softmax-weighted averages over candidates that arrive in chunks (spec §4.3).
+
+Two accumulators share one state layout (max, sum, numerator) per (sample, coordinate):
+
+* exact (GoldDiff's ``StreamingSoftmax``): a running max rescales earlier chunks, so the result is
+  the softmax over all candidates whatever the chunking;
+* WSSM (the published PCA baseline): each chunk gets its own softmax and the per-chunk posterior
+  means are averaged with equal weight, so it depends on the chunking.
+
+Logits have shape [B, c, K] with K = 1 (one softmax per sample, e.g. the optimal denoiser) or
+K = D (one softmax per coordinate); values have shape [c, D]. Invalid (padding) candidates carry
+logit −inf and contribute nothing; a chunk with no valid candidate leaves the state unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+EPS = 1e-8
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+class SoftmaxState(NamedTuple):
+  """Running statistics: max r [B, K], sum s [B, K], numerator y [B, D]."""
+  max: jax.Array
+  total: jax.Array
+  numerator: jax.Array
+
+
+def init(batch: int, num_softmaxes: int, dim: int, dtype=jnp.float32) -> SoftmaxState:
+  return SoftmaxState(
+      max=jnp.full((batch, num_softmaxes), -jnp.inf, dtype),
+      total=jnp.zeros((batch, num_softmaxes), dtype),
+      numerator=jnp.zeros((batch, dim), dtype))
+
+
+def _weighted_values(p: jax.Array, values: jax.Array) -> jax.Array:
+  """Σ_i p[b, i, k] · values[i, m] → [B, D] (k broadcast against m)."""
+  if p.shape[-1] == 1:
+    return jnp.matmul(p[..., 0], values, precision=HIGHEST)
+  return jnp.einsum("bim,im->bm", p, values, precision=HIGHEST)
+
+
+def _finite_or_zero(x: jax.Array) -> jax.Array:
+  return jnp.where(jnp.isfinite(x), x, 0.0)
+
+
+def update_exact(state: SoftmaxState, logits: jax.Array, values: jax.Array) -> SoftmaxState:
+  """Folds one chunk into the exact online softmax."""
+  new_max = jnp.maximum(state.max, jnp.max(logits, axis=1))
+  shift = _finite_or_zero(new_max)  # all-(−inf) so far: nothing to rescale.
+  scale = jnp.exp(state.max - shift)
+  p = jnp.exp(logits - shift[:, None, :])
+  total = state.total * scale + jnp.sum(p, axis=1)
+  numerator = state.numerator * scale + _weighted_values(p, values)
+  return SoftmaxState(new_max, total, numerator)
+
+
+def update_wssm(state: SoftmaxState, logits: jax.Array, values: jax.Array) -> SoftmaxState:
+  """Adds one chunk's local softmax average (weights sum to 1 per chunk) to the state."""
+  chunk_max = _finite_or_zero(jnp.max(logits, axis=1))
+  p = jnp.exp(logits - chunk_max[:, None, :])
+  chunk_total = jnp.sum(p, axis=1)
+  w = p / jnp.where(chunk_total > 0, chunk_total, 1.0)[:, None, :]
+  return SoftmaxState(state.max, state.total + jnp.sum(w, axis=1),
+                      state.numerator + _weighted_values(w, values))
+
+
+def finalize(state: SoftmaxState) -> jax.Array:
+  """y / (s + 1e−8), the published normalisation; [B, D]."""
+  return state.numerator / (state.total + EPS)
+
+
+def combine(a: SoftmaxState, b: SoftmaxState) -> SoftmaxState:
+  """Merges two exact states computed over disjoint candidate sets."""
+  new_max = jnp.maximum(a.max, b.max)
+  shift = _finite_or_zero(new_max)
+  sa, sb = jnp.exp(a.max - shift), jnp.exp(b.max - shift)
+  return SoftmaxState(new_max, a.total * sa + b.total * sb,
+                      a.numerator * sa + b.numerator * sb)

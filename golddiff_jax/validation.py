@@ -1,0 +1,41 @@
+"""Input checks at the public boundary. The jitted core never validates; everything here runs on host."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+
+def check_images(images: Any, *, name: str, min_count: int = 1,
+                 value_range: tuple[float, float] | None = (-1.0, 1.0)) -> np.ndarray:
+  """Returns ``images`` as a float32 NumPy NHWC array, or raises ValueError naming the problem."""
+  try:
+    arr = np.asarray(images)
+  except Exception as e:  # noqa: BLE001 - any conversion failure is bad input.
+    raise ValueError(f"{name} could not be converted to an array: {e}") from e
+  if arr.ndim != 4:
+    raise ValueError(f"{name} must be NHWC with 4 dimensions, got shape {arr.shape}")
+  if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+  if min(arr.shape[1:]) < 1:
+    raise ValueError(f"{name} has an empty image dimension: shape {arr.shape}")
+  if arr.shape[0] < min_count:
+    raise ValueError(f"{name} needs at least {min_count} images, got {arr.shape[0]}")
+  arr = arr.astype(np.float32, copy=False)
+  if not np.all(np.isfinite(arr)):
+    raise ValueError(f"{name} contains NaN or Inf values")
+  if value_range is not None:
+    lo, hi = value_range
+    if arr.size and (arr.min() < lo - 1e-6 or arr.max() > hi + 1e-6):
+      raise ValueError(f"{name} must lie in [{lo}, {hi}] (model space); "
+                       f"got range [{arr.min():.4g}, {arr.max():.4g}]")
+  return arr
+
+
+def check_options(options: Mapping[str, Any], valid: Iterable[str], *, what: str) -> None:
+  """Raises ValueError for option names outside ``valid``, listing the valid ones."""
+  valid = sorted(valid)
+  unknown = sorted(set(options) - set(valid))
+  if unknown:
+    raise ValueError(f"unknown option(s) {unknown} for {what}; valid options: {valid}")
