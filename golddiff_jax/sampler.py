@@ -53,9 +53,16 @@ def _denoise(stats: Stats, plan, x_t: jax.Array, key: jax.Array, *, method: str)
 
 
 def prepare_plans(stats: Stats, method: str, timesteps, options: dict, batch: int) -> list:
-  """Host-side per-step plans for a whole run (e.g. the locality masks), built once."""
+  """Host-side per-step plans for a whole run (e.g. the locality masks), built once.
+
+  A method module may define ``prepare_run(stats, abars, options, batch) -> list[Plan]`` to share
+  work across the steps of a run (e.g. a proxy database); otherwise ``prepare`` runs per step.
+  """
   module = METHODS[method]
-  return [module.prepare(stats, schedules.alpha_bar(t), options, batch) for t in timesteps]
+  abars = [schedules.alpha_bar(t) for t in timesteps]
+  if hasattr(module, "prepare_run"):
+    return list(module.prepare_run(stats, abars, options, batch))
+  return [module.prepare(stats, abar, options, batch) for abar in abars]
 
 
 def denoise_flat(stats: Stats, x_t: jax.Array, t: int, method: str, key: jax.Array,
