@@ -1,0 +1,239 @@
+"""GoldDiff (Shang et al. 2026; spec §4.5, §5): PCA-locality over a time-aware golden subset.
+
+Each step t retrieves, per sample, a golden subset S_t(b) of k_t training images (random pool of
+m_t → k_max proxy survivors → k_t nearest in unmasked L2; `golddiff_jax.retrieval`) and returns the
+masked per-coordinate exact softmax of PCA-locality (spec §4.3) restricted to it:
+
+    x̂_0[b, m] = Σ_{i∈S_t(b)} softmax_i(−Σ_n (x_t[b, n] − a_t x_i[n])² M_t[n, m] / (2σ_t² T)) x_i[m]
+
+`prepare_run` (host, once per run) resolves the budgets (`golddiff_jax.budgets`), builds the proxy
+database P(X) and its norms once (shared by every step's plan) and the step's locality mask in the
+form ``mask_impl`` asks for (`pca_locality.build_plan`). `apply` is pure and jit-able; m_t, k_t
+and the chunk sizes are static, so each distinct step compiles once.
+
+Options (config names): ``k_min``/``k_max`` (default round(N/20), round(N/10)), ``low_res_dim``
+(16; 0 = automatic), ``mask_threshold`` (0.03), ``temperature``, ``softmax`` ("exact" only),
+``mask_impl`` (auto | dense | bf16x3 | sparse), ``select`` (exact | approx | bucket | threshold),
+``recall_target``, ``dynamic_m``/``dynamic_k``/``static_m``/``static_k`` (spec §5.3),
+``random_retrieval``, ``proxy_repeat_factor`` ρ and ``proxy_upsample_mode`` (repeat | bilinear),
+``chunk_size`` (rows per step of the coarse scan over N; None = automatic) and
+``subset_chunk_size`` (subset rows per step of the fine and aggregation stages; None = automatic).
+Chunk sizes are memory knobs only.
+
+The "repeat" proxy (ρ > 1) is computed as ρ·‖x_t − a_t x_i‖² on the database itself, which is
+the tiled proxy's distance without materialising a ρ·D copy.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from golddiff_jax import budgets as budgets_lib, masks, retrieval, select as select_lib, softmax
+from golddiff_jax.denoisers import pca_locality
+from golddiff_jax.stats import Stats
+
+OPTIONS = {"k_min": None, "k_max": None, "low_res_dim": 16, "mask_threshold": 0.03,
+           "temperature": 1.0, "softmax": "exact", "mask_impl": "auto", "select": "exact",
+           "recall_target": 0.95, "dynamic_m": True, "dynamic_k": True, "static_m": None,
+           "static_k": None, "random_retrieval": False, "proxy_repeat_factor": 1,
+           "proxy_upsample_mode": "repeat", "chunk_size": None, "subset_chunk_size": None}
+PROXY_MODES = ("repeat", "bilinear")
+_SCAN_BYTES = 64 * 2**20
+
+
+@flax.struct.dataclass
+class Plan:
+  """One step: noise level, locality mask, shared proxy database and static budgets."""
+  abar: jax.Array
+  locality: pca_locality.Plan
+  proxy_db: jax.Array | None      # [N, d_p] (None: the proxy is the database, "repeat" or f = 1)
+  proxy_sq: jax.Array | None      # [N]
+  m: int = flax.struct.field(pytree_node=False)
+  k: int = flax.struct.field(pytree_node=False)
+  survivors: int = flax.struct.field(pytree_node=False)
+  proxy: tuple = flax.struct.field(pytree_node=False)   # ("pool", rh, rw) | ("identity", ρ) | ("bilinear", s)
+  select: str = flax.struct.field(pytree_node=False)
+  recall_target: float = flax.struct.field(pytree_node=False)
+  random_retrieval: bool = flax.struct.field(pytree_node=False)
+  coarse_chunk: int = flax.struct.field(pytree_node=False)
+  fine_chunk: int = flax.struct.field(pytree_node=False)
+
+
+def _optional_int(options, name):
+  value = options[name]
+  if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                            or value < 1):
+    raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+
+
+def check_options(options: dict) -> None:
+  """Validates option values that do not depend on the database (raises ValueError)."""
+  for name in ("k_min", "k_max", "static_m", "static_k", "subset_chunk_size"):
+    _optional_int(options, name)
+  if options["k_min"] is not None and options["k_max"] is not None and (
+      options["k_min"] > options["k_max"]):
+    raise ValueError(f"k_min={options['k_min']} must be <= k_max={options['k_max']}")
+  budgets_lib.proxy_grid((1, 1, 1), options["low_res_dim"])  # type and sign check
+  pca_locality.check_options({**options, "wssm_chunk": 1})
+  if options["softmax"] != "exact":
+    raise ValueError(f"golddiff supports softmax='exact' only, got {options['softmax']!r}")
+  select_lib.check_method(options["select"])
+  select_lib.check_recall(options["recall_target"])
+  for name in ("dynamic_m", "dynamic_k", "random_retrieval"):
+    if not isinstance(options[name], bool):
+      raise ValueError(f"{name} must be a bool, got {options[name]!r}")
+  rho = options["proxy_repeat_factor"]
+  if isinstance(rho, bool) or not isinstance(rho, numbers.Integral) or rho < 1:
+    raise ValueError(f"proxy_repeat_factor must be an int >= 1, got {rho!r}")
+  if options["proxy_upsample_mode"] not in PROXY_MODES:
+    raise ValueError(f"proxy_upsample_mode must be one of {PROXY_MODES}, "
+                     f"got {options['proxy_upsample_mode']!r}")
+  if rho > 1 and options["proxy_upsample_mode"] == "bilinear" and math.isqrt(rho) ** 2 != rho:
+    raise ValueError(f"proxy_repeat_factor={rho} must be a perfect square for bilinear upsampling")
+
+
+def proxy_kind(image_shape, options: dict) -> tuple:
+  """The static proxy description: pooling grid, identity with scale ρ, or bilinear ×s."""
+  rho = int(options["proxy_repeat_factor"])
+  if rho > 1:
+    if options["proxy_upsample_mode"] == "bilinear":
+      return ("bilinear", math.isqrt(rho))
+    return ("identity", rho)
+  rh, rw = budgets_lib.proxy_grid(image_shape, options["low_res_dim"])
+  h, w, _ = image_shape
+  if (rh, rw) == (h, w):
+    return ("identity", 1)
+  return ("pool", rh, rw)
+
+
+def proxy_transform(x: jax.Array, image_shape, kind: tuple) -> jax.Array | None:
+  """P(x) for flattened images x [R, D] → [R, d_p]; None when the proxy is x itself."""
+  h, w, c = image_shape
+  if kind[0] == "identity":
+    return None
+  img = x.reshape(x.shape[0], h, w, c)
+  if kind[0] == "pool":
+    rh, rw = kind[1], kind[2]
+    pooled = img.reshape(x.shape[0], rh, h // rh, rw, w // rw, c).mean(axis=(2, 4))
+    return pooled.reshape(x.shape[0], rh * rw * c)
+  s = kind[1]
+  up = jax.image.resize(img, (x.shape[0], h * s, w * s, c), method="bilinear")
+  return up.reshape(x.shape[0], -1)
+
+
+@jax.jit
+def _sq_norms(x):
+  return jnp.einsum("nd,nd->n", x, x, precision=jax.lax.Precision.HIGHEST)
+
+
+def build_proxy(stats: Stats, kind: tuple) -> tuple[jax.Array | None, jax.Array | None]:
+  """(P(X) [N, d_p], ‖P(x_i)‖² [N]) computed once on device, chunked over N."""
+  if kind[0] == "identity":
+    return None, None
+  n = stats.num_images
+  step = max(1, _SCAN_BYTES // (4 * stats.dim * (kind[1] ** 2 if kind[0] == "bilinear" else 1)))
+  fn = jax.jit(lambda rows: proxy_transform(rows, stats.image_shape, kind))
+  parts = [fn(stats.database[s:s + step]) for s in range(0, n, step)]
+  proxy = jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+  return proxy, _sq_norms(proxy)
+
+
+def _coarse_chunk(options, batch, n, proxy_dim, survivors):
+  if options["chunk_size"]:
+    return int(options["chunk_size"])
+  return int(min(n, max(survivors, _SCAN_BYTES // (4 * (batch + proxy_dim)))))
+
+
+def prepare_run(stats: Stats, abars, options: dict, batch: int) -> list[Plan]:
+  """Host-side plans for every step of a run; the proxy database is built once and shared."""
+  options = {**OPTIONS, **options}
+  check_options(options)
+  n = stats.num_images
+  bounds = budgets_lib.resolve_budgets(n, options["k_min"], options["k_max"])
+  sizes = budgets_lib.schedule(bounds, abars, dynamic_m=options["dynamic_m"],
+                               dynamic_k=options["dynamic_k"], static_m=options["static_m"],
+                               static_k=options["static_k"])
+  kind = proxy_kind(stats.image_shape, options)
+  random_only = bool(options["random_retrieval"])
+  proxy_db, proxy_sq = (None, None) if random_only else build_proxy(stats, kind)
+  proxy_dim = stats.dim if proxy_db is None else proxy_db.shape[1]
+  coarse = _coarse_chunk(options, batch, n, proxy_dim, bounds.k_max)
+  fine = options["subset_chunk_size"] or max(1, _SCAN_BYTES // (4 * batch * stats.dim))
+  local_options = {"mask_impl": options["mask_impl"], "softmax": "exact", "wssm_chunk": 1,
+                   "temperature": options["temperature"],
+                   "chunk_size": options["subset_chunk_size"]}
+  plans = []
+  for abar, (m, k) in zip(abars, sizes):
+    mask = masks.locality_mask(stats.eigvals, stats.eigvecs, abar,
+                               float(options["mask_threshold"]))
+    locality = pca_locality.build_plan(mask, abar, local_options, batch)
+    plans.append(Plan(abar=jnp.float32(abar), locality=locality, proxy_db=proxy_db,
+                      proxy_sq=proxy_sq, m=m, k=k, survivors=bounds.k_max, proxy=kind,
+                      select=options["select"], recall_target=float(options["recall_target"]),
+                      random_retrieval=random_only, coarse_chunk=coarse,
+                      fine_chunk=int(fine)))
+  return plans
+
+
+def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
+  return prepare_run(stats, [abar], options, batch)[0]
+
+
+def golden_subset(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array) -> jax.Array:
+  """S_t [B, k_t] int32: the golden subset of every sample (spec §5.2 steps 5–8)."""
+  batch = x_t.shape[0]
+  if plan.random_retrieval:
+    return retrieval.random_subset(key, batch, stats.num_images, plan.k)
+  a = jnp.sqrt(plan.abar)
+  if plan.proxy[0] == "identity":
+    proxy_db, proxy_sq, x_proxy, scale = stats.database, stats.sq_norms, x_t, plan.proxy[1]
+  else:
+    proxy_db, proxy_sq, scale = plan.proxy_db, plan.proxy_sq, 1.0
+    x_proxy = proxy_transform(x_t, stats.image_shape, plan.proxy)
+  return retrieval.golden_subset(
+      stats.database, stats.sq_norms, proxy_db, proxy_sq, x_t, x_proxy, a, key, m=plan.m,
+      k=plan.k, survivors=plan.survivors, scale=float(scale), coarse_chunk=plan.coarse_chunk,
+      fine_chunk=plan.fine_chunk, method=plan.select, recall_target=plan.recall_target)
+
+
+def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array,
+              locality: pca_locality.Plan) -> softmax.SoftmaxState:
+  """Masked per-coordinate exact softmax over each sample's own candidates ``subset`` [B, k].
+
+  Streams the subset in chunks of ``locality.chunk_size``; returns the state with arrays
+  [B, D] (`softmax.finalize` gives x̂_0). The order of the subset does not matter.
+  """
+  batch, k = subset.shape
+  dim = database.shape[1]
+  a = jnp.sqrt(locality.abar)
+  scale = -0.5 / ((1.0 - locality.abar) * locality.temperature)
+  chunk, starts = retrieval.chunk_layout(k, locality.chunk_size)
+  update = jax.vmap(softmax.update_exact)  # per-sample values: state [B, 1, ·], logits [B, 1, c, D]
+
+  def body(state, inputs):
+    step, start = inputs
+    index = jax.lax.dynamic_slice_in_dim(subset, start, chunk, axis=1)
+    rows = jnp.take(database, index, axis=0)  # [B, c, D]
+    diff = x_t[:, None, :] - a * rows
+    dist = pca_locality.masked_distance((diff * diff).reshape(batch * chunk, dim), locality)
+    logits = scale * dist.reshape(batch, chunk, dim)
+    logits = jnp.where(retrieval.fresh_rows(start, step, chunk)[None, :, None], logits, -jnp.inf)
+    return update(state, logits[:, None], rows), None
+
+  init = softmax.init(batch, dim, dim)
+  init = softmax.SoftmaxState(*(v[:, None, :] for v in init))
+  steps = jnp.arange(len(starts), dtype=jnp.int32)
+  state, _ = jax.lax.scan(body, init, (steps, jnp.asarray(starts)))
+  return softmax.SoftmaxState(*(v[:, 0, :] for v in state))
+
+
+def apply(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None = None) -> jax.Array:
+  """x_t [B, D] → x̂_0 [B, D]. ``key`` drives the pre-sampling (None: ``jax.random.key(0)``)."""
+  key = jax.random.key(0) if key is None else key
+  subset = golden_subset(stats, plan, x_t, key)
+  return softmax.finalize(aggregate(stats.database, subset, x_t, plan.locality))
