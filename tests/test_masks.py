@@ -1,0 +1,159 @@
+"""PCA-locality masks (spec §3, §4.3 steps 1–5, §13 Q-1/Q-3) against a float64 NumPy reference."""
+
+import numpy as np
+import pytest
+
+import golddiff_jax as gd
+import reference as ref
+from golddiff_jax import masks
+from golddiff_jax.data import procedural_images
+
+SHAPES = [(200, 8, 8, 1), (150, 6, 5, 3), (120, 5, 7, 1)]  # (N, H, W, C)
+CONST = (0, 0, 0)  # a pixel held constant across the dataset: zero variance → Q-1
+MAX_FLIP_FRACTION = 0.005  # float32 (package) vs float64 (reference) near τ, spec Q-3
+FLIP_REL_BAND = 1e-4
+
+
+def _data(shape, seed=1):
+  n, h, w, c = shape
+  images = procedural_images(n, h, w, c, seed=seed)
+  images[:, CONST[0], CONST[1], CONST[2]] = 0.3
+  return images
+
+
+_CACHE = {}
+
+
+def _fit(shape):
+  if shape not in _CACHE:
+    images = _data(shape)
+    _CACHE[shape] = (images, gd.fit(images), ref.covariance(ref.flatten(images)))
+  return _CACHE[shape]
+
+
+def _const_index(shape):
+  _, h, w, c = shape
+  return (CONST[0] * w + CONST[1]) * c + CONST[2]
+
+
+def test_shrink_factors_and_operator():
+  images, stats, cov = _fit(SHAPES[1])
+  for t in (900, 300, 0):
+    abar = ref.ABAR[t]
+    lam = np.asarray(stats.eigvals, np.float64)
+    np.testing.assert_allclose(np.asarray(masks.shrink_factors(stats.eigvals, abar)),
+                               abar * lam / ((1 - abar) + abar * lam), rtol=1e-5, atol=1e-12)
+    op = np.asarray(masks.wiener_operator(stats.eigvals, stats.eigvecs, abar))
+    want = ref.wiener_operator(cov, abar)
+    # Also equal to ᾱS(ᾱS + σ²I)^{-1}, computed without any eigendecomposition.
+    solved = np.linalg.solve((abar * cov + (1 - abar) * np.eye(len(cov))).T, (abar * cov).T).T
+    np.testing.assert_allclose(want, solved, atol=1e-10)
+    np.testing.assert_allclose(op, want, rtol=0, atol=2e-6 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("t", [900, 500, 100, 0])
+@pytest.mark.parametrize("theta", [0.02, 0.05, 0.2])
+def test_locality_mask_matches_reference(shape, t, theta):
+  _, stats, cov = _fit(shape)
+  abar = ref.ABAR[t]
+  got = np.asarray(masks.locality_mask(stats.eigvals, stats.eigvecs, abar, theta))
+  want, m_tilde, tau = ref.mask(cov, abar, theta)
+  assert got.shape == want.shape == (stats.dim, stats.dim)
+  assert set(np.unique(got)) <= {0.0, 1.0}
+  flips = got != want
+  assert flips.mean() <= MAX_FLIP_FRACTION, flips.mean()
+  near = np.abs(np.abs(m_tilde) - tau) <= FLIP_REL_BAND * tau
+  assert np.all(near[flips]), "a mask entry flipped away from the threshold"
+  # M̃[n,n] = 1, so the diagonal survives whenever τ = θ·max|M̃| ≤ 1.
+  if np.abs(m_tilde).max() * theta <= 1.0:
+    assert np.all(np.diag(got) == 1.0)
+  # Q-1: the zero-variance coordinate's row is e_n (its diagonal was forced to 1 in L̃).
+  k = _const_index(shape)
+  expect_row = np.zeros(stats.dim)
+  expect_row[k] = 1.0
+  np.testing.assert_array_equal(got[k], expect_row)
+  np.testing.assert_array_equal(got[:, k], expect_row)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("t", [900, 100])
+def test_real_valued_mask_matches_reference(shape, t):
+  _, stats, cov = _fit(shape)
+  abar = ref.ABAR[t]
+  op = masks.wiener_operator(stats.eigvals, stats.eigvecs, abar)
+  got = np.asarray(masks.mask_from_operator(op, 0.05, binary=False))
+  _, m_tilde, _ = ref.mask(cov, abar, 0.05)
+  np.testing.assert_allclose(got, m_tilde, rtol=0, atol=1e-4 * np.abs(m_tilde).max())
+  k = _const_index(shape)
+  assert got[k, k] == 1.0  # Q-1
+  # Row normalisation: unit diagonal everywhere, and rows (not columns) are divided by L̃[n,n].
+  np.testing.assert_allclose(np.diag(got), 1.0, atol=1e-5)
+  op64 = ref.wiener_operator(cov, abar)
+  col_normalised = op64 / np.where(np.abs(np.diag(op64)) < 1e-6, 1, np.diag(op64))[None, :]
+  assert np.abs(col_normalised - got).max() > 1e-2 * np.abs(m_tilde).max()
+  # M̃ is not symmetric, and |M̃| can exceed 1.
+  assert np.abs(got - got.T).max() > 1e-2
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_mask_not_symmetric(shape):
+  _, stats, cov = _fit(shape)
+  for t in (500, 100):
+    got = np.asarray(masks.locality_mask(stats.eigvals, stats.eigvecs, ref.ABAR[t], 0.05))
+    want = ref.mask(cov, ref.ABAR[t], 0.05)[0]
+    assert np.sum(want != want.T) > 0
+    assert np.sum(got != got.T) > 0
+
+
+def test_threshold_uses_greater_equal():
+  # A hand-made operator whose normalised entries hit τ exactly (powers of two: exact in float32).
+  op = np.array([[1.0, 0.5, 0.25],
+                 [0.125, 1.0, 0.0],
+                 [0.5, 0.25, 0.5]], np.float32)
+  got = np.asarray(masks.mask_from_operator(op, 0.25))
+  m_tilde = op / np.diag(op)[:, None]  # max |M̃| = 1 (row 2: [1, 0.5, 1]) → τ = 0.25
+  np.testing.assert_array_equal(got, (np.abs(m_tilde) >= 0.25).astype(np.float32))
+  assert got[0, 2] == 1.0 and got[1, 0] == 0.0
+
+
+def test_q1_with_tiny_diagonal():
+  op = np.array([[1e-8, 0.3, 0.0],
+                 [0.2, 0.5, 0.1],
+                 [0.0, 0.05, 0.4]], np.float32)
+  got = np.asarray(masks.mask_from_operator(op, 0.1, binary=False))
+  want = op.astype(np.float64).copy()
+  want[0, 0] = 1.0
+  want /= np.diag(want)[:, None]
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  assert got[0, 0] == 1.0 and abs(got[0, 1] - 0.3) < 1e-7
+
+
+def _check_sparse(mask):
+  idx, valid = masks.sparse_form(mask)
+  d = mask.shape[0]
+  counts = (mask != 0).sum(axis=0)
+  assert idx.shape == valid.shape == (d, max(int(counts.max()), 1))
+  np.testing.assert_array_equal(valid.sum(axis=1), counts)
+  for m in range(d):
+    rows = idx[m][valid[m]]
+    np.testing.assert_array_equal(rows, np.flatnonzero(mask[:, m]))  # sorted, column m's inputs
+    assert np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(valid[m], np.arange(idx.shape[1]) < counts[m])  # valid first
+    assert np.all(idx[m][~valid[m]] == 0)
+  back = masks.dense_from_sparse(idx, valid)
+  np.testing.assert_array_equal(back, (mask != 0).astype(np.float32))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("t", [900, 100, 0])
+def test_sparse_round_trip_real_masks(shape, t):
+  _, stats, _ = _fit(shape)
+  _check_sparse(np.asarray(masks.locality_mask(stats.eigvals, stats.eigvecs, ref.ABAR[t], 0.05)))
+
+
+@pytest.mark.parametrize("d,density", [(7, 0.3), (30, 0.05), (45, 0.9), (5, 0.0)])
+def test_sparse_round_trip_random(d, density):
+  rng = np.random.default_rng(d)
+  mask = (rng.uniform(size=(d, d)) < density).astype(np.float32)
+  _check_sparse(mask)
