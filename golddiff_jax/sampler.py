@@ -32,12 +32,24 @@ class SampleOutput:
     timesteps: [S] DDPM timesteps, e.g. 900, 800, …, 0.
     step_seconds: [S] wall seconds of each step with the device work finished, compile excluded.
     compile_seconds: [S] seconds spent compiling before each step (0 when cached).
+    step_bytes: [S] XLA's memory estimate of each compiled step: arguments (database, statistics,
+      masks, latents) + outputs + temporaries, in bytes (-1 where the backend does not report it).
   """
   images: np.ndarray
   x0_trajectory: np.ndarray
   timesteps: np.ndarray
   step_seconds: np.ndarray
   compile_seconds: np.ndarray
+  step_bytes: np.ndarray
+
+
+def _memory_bytes(compiled) -> int:
+  try:
+    m = compiled.memory_analysis()
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+               - m.alias_size_in_bytes)
+  except Exception:  # noqa: BLE001 - not every backend implements the analysis.
+    return -1
 
 
 @functools.partial(jax.jit, static_argnames=("method",))
@@ -79,7 +91,7 @@ def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
   batch = latents.shape[0]
   plans = prepare_plans(stats, method, timesteps, options, batch)
   x = latents
-  trajectory, step_seconds, compile_seconds = [], [], []
+  trajectory, step_seconds, compile_seconds, step_bytes = [], [], [], []
   for j, (t, plan) in enumerate(zip(timesteps, plans)):
     abar_prev = jnp.float32(schedules.alpha_bar_prev(t, num_steps))
     step_key = jax.random.fold_in(key, j)
@@ -87,6 +99,7 @@ def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
     start = time.perf_counter()
     compiled = _step.lower(*args, method=method).compile()
     compile_seconds.append(time.perf_counter() - start)
+    step_bytes.append(_memory_bytes(compiled))
     start = time.perf_counter()
     x, x0 = compiled(*args)
     x0.block_until_ready()
@@ -96,4 +109,5 @@ def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
   traj = np.asarray(jax.device_get(jnp.stack(trajectory))).reshape(num_steps, batch, h, w, c)
   return SampleOutput(images=traj[-1], x0_trajectory=traj, timesteps=np.asarray(timesteps),
                       step_seconds=np.asarray(step_seconds),
-                      compile_seconds=np.asarray(compile_seconds))
+                      compile_seconds=np.asarray(compile_seconds),
+                      step_bytes=np.asarray(step_bytes, np.int64))

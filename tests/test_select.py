@@ -86,8 +86,8 @@ def test_smallest_mask_counts_exactly():
   rng = np.random.default_rng(4)
   keys = rng.integers(0, 50, (5, 300)).astype(np.uint32)  # many ties
   keys[0] = np.iinfo(np.uint32).max
-  for k in (1, 17, 150, 299, 300):
-    mask = np.asarray(select.smallest_mask(jnp.asarray(keys), k))
+  for k in (1, 150, 300):
+    mask = np.asarray(jax.jit(select.smallest_mask, static_argnums=1)(jnp.asarray(keys), k))
     assert np.all(mask.sum(-1) == k)
     for row, m in zip(keys, mask):
       assert row[m].max() <= row[~m].min() if k < 300 else True

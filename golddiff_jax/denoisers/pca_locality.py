@@ -78,10 +78,8 @@ def build_plan(mask: jax.Array, abar: float, options: dict, batch: int) -> Plan:
   column_max = int((host != 0).sum(axis=0).max())
   impl = choose_impl(options["mask_impl"], column_max, dim)
   dense = index = valid = None
-  width = dim
   if impl == "sparse":
     index, valid = (jnp.asarray(a) for a in masks.sparse_form(host))
-    width = index.shape[1]
   elif impl == "bf16x3":
     dense = jnp.asarray(mask, jnp.bfloat16)
   else:
@@ -91,7 +89,8 @@ def build_plan(mask: jax.Array, abar: float, options: dict, batch: int) -> Plan:
   elif options["chunk_size"]:
     chunk = int(options["chunk_size"])
   else:
-    per_row = 4 * batch * dim * (width if impl == "sparse" else 4)
+    # Bytes per database row held at once: delta, distances and weights, or the gathered lists.
+    per_row = 4 * batch * dim * (index.shape[1] + 2 if impl == "sparse" else 4)
     chunk = int(np.clip(_CHUNK_BYTES // per_row, 1, 512))
   return Plan(abar=jnp.float32(abar), mask=dense, index=index, valid=valid, impl=impl,
               softmax=options["softmax"], temperature=float(options["temperature"]),

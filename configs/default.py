@@ -1,0 +1,91 @@
+"""Embedded default: GoldDiff on the built-in procedural images (offline, ~1 minute on 2 cores).
+
+    python -m golddiff_jax.main --config=configs/default.py --workdir=/tmp/wd
+    python -m golddiff_jax.main --config=configs/default.py:method=pca_locality,n=1000 \\
+        --workdir=/tmp/wd2 --config.sampler.num_samples=8
+
+Arguments after ``:`` (comma separated): ``method`` (golddiff | pca_locality | optimal | wiener),
+``n`` (database size), ``samples``, ``steps``, ``published`` (published PCA WSSM softmax).
+
+Every dataset config starts from this one and mutates its sections:
+
+* ``data``: which images form the database (spec §2.6): dataset, split, resolution, subset, class.
+* ``stats``: how the statistics are fit (chunk rows; the database's or global statistics, §7).
+* ``denoiser``: options of the masked-softmax denoisers (θ, T, softmax, mask form, chunking).
+* ``golden``: GoldDiff's golden subset (budgets, proxy, selection, the §5.3 ablation switches).
+* ``sampler``: DDIM steps, number of samples, batch size.
+* ``mesh``: the device mesh (database axis), used when the API accepts a mesh.
+* ``output``, ``diagnostics``: what the run writes.
+
+A run passes exactly the ``denoiser``/``golden`` fields its method accepts.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  arg = common.parse_arg(arg, method="golddiff", n=2000, samples=16, steps=10, published=False)
+  config = ml_collections.ConfigDict()
+  config.seed = 7                # initial noise and sampler randomness (separate streams)
+  config.method = "golddiff"
+
+  config.data = ml_collections.ConfigDict()
+  config.data.dataset = "procedural"            # see golddiff_jax.data.DATASETS
+  config.data.split = "train"
+  config.data.resolution = common.optional(int)  # None: the dataset's native size
+  config.data.subset_size = common.optional(int)  # None: all images (first n in dataset order)
+  config.data.class_id = common.optional(int)    # None: all classes; k: class k's images only
+  config.data.num_images = arg.n                # built-in datasets only: how many to generate
+  config.data.data_seed = 0                     # built-in datasets only
+  config.data.data_dir = common.optional(str)    # TFDS data_dir (None: TFDS default)
+  config.data.manual_dir = common.optional(str)  # None: <data_dir>/downloads/manual
+
+  config.stats = ml_collections.ConfigDict()
+  config.stats.chunk_size = 1024    # rows per chunk of the streamed fit (memory only)
+  config.stats.source = "database"  # or "global": μ, λ, V of the whole split (spec §7, Q-16)
+  config.stats.global_subset_size = 50000  # images for "global" statistics (first n of the split)
+
+  config.denoiser = ml_collections.ConfigDict()
+  config.denoiser.mask_threshold = 0.03   # θ of the PCA-locality mask
+  config.denoiser.temperature = 1.0
+  config.denoiser.softmax = "exact"       # or "wssm" (pca_locality only)
+  config.denoiser.wssm_chunk = 512
+  config.denoiser.mask_impl = "auto"      # auto | dense | bf16x3 | sparse
+  config.denoiser.chunk_size = common.optional(int)  # database rows per scan step (memory only)
+
+  config.golden = ml_collections.ConfigDict()
+  config.golden.k_min = common.optional(int, 100)  # budgets (spec §5.1); None: round(N/20)
+  config.golden.k_max = common.optional(int, 200)  # None: round(N/10)
+  config.golden.low_res_dim = 16              # proxy resolution (0: automatic)
+  config.golden.select = "exact"              # exact | approx | bucket | threshold
+  config.golden.recall_target = 0.95
+  config.golden.dynamic_m = True
+  config.golden.dynamic_k = True
+  config.golden.static_m = common.optional(int)
+  config.golden.static_k = common.optional(int)
+  config.golden.random_retrieval = False
+  config.golden.proxy_repeat_factor = 1
+  config.golden.proxy_upsample_mode = "repeat"
+  config.golden.subset_chunk_size = common.optional(int)
+
+  config.sampler = ml_collections.ConfigDict()
+  config.sampler.num_steps = arg.steps
+  config.sampler.num_samples = arg.samples
+  config.sampler.batch_size = 16
+
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.data = -1  # devices on the database axis (-1: all)
+
+  config.output = ml_collections.ConfigDict()
+  config.output.grid_samples = 64        # images in grid.png
+  config.output.trajectory_samples = 8   # rows of trajectory.png
+
+  config.diagnostics = ml_collections.ConfigDict()
+  config.diagnostics.num_samples = 4     # samples for posterior support sizes (0: off)
+  config.diagnostics.mass = 0.99
+
+  common.use_method(config, arg.method, pca_threshold=0.05, pca_wssm_chunk=512,
+                    published=arg.published)
+  return config

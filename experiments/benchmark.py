@@ -1,0 +1,122 @@
+r"""Times analytical denoisers side by side in one process, on the same data and latents.
+
+  python experiments/benchmark.py --num_images=5000 --resolution=32 --channels=3 --batch=16 \
+      --methods=optimal,wiener,pca_locality:dense,pca_locality:bf16x3,pca_locality:auto
+
+Each entry of --methods is ``method`` or ``method:mask_impl``. Every variant samples the same latents
+twice: the first run compiles and warms up (its compile seconds are reported), the second is timed.
+Reported per variant: median and mean step seconds, compile seconds, XLA's memory estimate of the
+largest step, and the final images' max |difference| to the reference variant. For pca_locality the
+table adds the work of the masked contraction per step: dense FLOPs 2·B·N·D² and useful FLOPs
+2·B·N·nnz(M_t), and the achieved GFLOP/s of each, next to this machine's measured float32 matmul peak.
+"""
+
+import json
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import golddiff_jax as gd
+from golddiff_jax import masks, schedules
+from golddiff_jax.data import procedural_images
+
+_N = flags.DEFINE_integer("num_images", 5000, "Database size N.")
+_RES = flags.DEFINE_integer("resolution", 32, "Image height and width.")
+_CH = flags.DEFINE_integer("channels", 3, "Image channels.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Samples per batch.")
+_STEPS = flags.DEFINE_integer("num_steps", 10, "DDIM steps.")
+_METHODS = flags.DEFINE_list("methods", ["optimal", "wiener", "pca_locality:dense"],
+                             "Variants: method or method:mask_impl.")
+_REFERENCE = flags.DEFINE_string("reference", None, "Variant the others are compared with "
+                                 "(default: the first).")
+_THRESHOLD = flags.DEFINE_float("mask_threshold", 0.05, "PCA-locality θ.")
+_SEED = flags.DEFINE_integer("seed", 0, "Data and noise seed.")
+_OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the results.")
+
+
+def matmul_peak_gflops(m: int = 4096, k: int = 3072, n: int = 3072, repeats: int = 5) -> float:
+  """Median float32 GFLOP/s of one [m, k] × [k, n] product at precision HIGHEST."""
+  a = jnp.ones((m, k), jnp.float32)
+  b = jnp.ones((k, n), jnp.float32)
+  f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
+  f(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(a, b).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * m * k * n / float(np.median(times)) / 1e9
+
+
+def mask_nnz(stats, num_steps: int, threshold: float) -> np.ndarray:
+  return np.asarray([float(masks.locality_mask(stats.eigvals, stats.eigvecs,
+                                               schedules.alpha_bar(t), threshold).sum())
+                     for t in schedules.ddim_timesteps(num_steps)])
+
+
+def run_variant(stats, latents, variant: str, key) -> dict:
+  method, _, impl = variant.partition(":")
+  options = {}
+  if method in ("pca_locality", "golddiff"):
+    options["mask_threshold"] = _THRESHOLD.value
+    if impl:
+      options["mask_impl"] = impl
+  warm = gd.sample(stats, latents, method=method, num_steps=_STEPS.value, key=key, **options)
+  out = gd.sample(stats, latents, method=method, num_steps=_STEPS.value, key=key, **options)
+  return {"variant": variant, "method": method, "images": out.images,
+          "step_seconds": out.step_seconds, "compile_seconds": float(warm.compile_seconds.sum()),
+          "peak_bytes": int(out.step_bytes.max())}
+
+
+def main(argv):
+  del argv
+  n, res, ch, batch = _N.value, _RES.value, _CH.value, _BATCH.value
+  print(f"# {time.strftime('%Y-%m-%d')}  backend={jax.default_backend()} "
+        f"devices={jax.device_count()}  N={n} {res}x{res}x{ch} batch={batch}")
+  peak = matmul_peak_gflops()
+  print(f"measured float32 matmul peak (jnp.matmul 4096x3072x3072, HIGHEST): {peak:.1f} GFLOP/s")
+  images = procedural_images(n, res, res, ch, seed=_SEED.value)
+  start = time.perf_counter()
+  stats = gd.fit(images)
+  print(f"fit: {time.perf_counter() - start:.1f} s")
+  latents = gd.noise(jax.random.key(_SEED.value + 7), batch, stats.image_shape)
+  key = jax.random.key(_SEED.value + 1)
+  results = [run_variant(stats, latents, v, key) for v in _METHODS.value]
+  reference = next(r for r in results if r["variant"] == (_REFERENCE.value or results[0]["variant"]))
+  d = stats.dim
+  nnz = mask_nnz(stats, _STEPS.value, _THRESHOLD.value)
+  print("\n| variant | median s/step | mean s/step | compile s | step memory MB "
+        f"| max abs diff vs {reference['variant']} |")
+  print("|---|---|---|---|---|---|")
+  for r in results:
+    diff = float(np.max(np.abs(r["images"] - reference["images"])))
+    print(f"| {r['variant']} | {np.median(r['step_seconds']):.3f} | "
+          f"{np.mean(r['step_seconds']):.3f} | {r['compile_seconds']:.1f} | "
+          f"{r['peak_bytes'] / 2**20:.0f} | {diff:.2e} |")
+  masked = [r for r in results if r["method"] == "pca_locality"]
+  if masked:
+    ts = schedules.ddim_timesteps(_STEPS.value)
+    print(f"\nmasked contraction work per step (peak {peak:.0f} GFLOP/s): "
+          "dense GFLOP/s | useful (nnz) GFLOP/s")
+    print("| t | mask density | " + " | ".join(r["variant"] + " s" for r in masked) + " | "
+          + " | ".join(r["variant"] + " dense GF/s | useful GF/s" for r in masked) + " |")
+    print("|---" * (2 + 3 * len(masked)) + "|")
+    for j, t in enumerate(ts):
+      secs = [r["step_seconds"][j] for r in masked]
+      rates = [f"{2 * batch * n * d * d / s / 1e9:.0f} | {2 * batch * n * nnz[j] / s / 1e9:.0f}"
+               for s in secs]
+      print(f"| {t} | {nnz[j] / d / d:.3f} | " + " | ".join(f"{s:.2f}" for s in secs) + " | "
+            + " | ".join(rates) + " |")
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, "w") as f:
+      json.dump({"peak_gflops": peak, "mask_density": (nnz / d / d).tolist(),
+                 "results": [{k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                              for k, v in r.items() if k != "images"} for r in results]},
+                f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,153 @@
+"""What a run writes: atomic files (temp file + ``os.replace``), PNG image grids, JSON metrics.
+
+An interrupted run never leaves a half-written result: every file appears whole or not at all.
+Images are shown as clamp((x + 1)/2, 0, 1) (spec §2.6); 2-D point sets (1×1×2 "images") are drawn
+as scatter plots instead of grids.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import resource
+import tempfile
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+  """Calls ``write(file)`` on a temp file beside ``path``, then renames it to ``path``."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, mode) as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual file mode
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return _jsonable(value.tolist())
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` (dicts, lists, NumPy values) as indented JSON, atomically."""
+  text = json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n"
+  atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def write_npz(path: str, **arrays: np.ndarray) -> None:
+  """Writes ``arrays`` to an .npz file, atomically."""
+  atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """Model-space images in [−1, 1] → uint8 via clamp((x + 1)/2, 0, 1)."""
+  return np.round(np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0) * 255
+                  ).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 1) -> np.ndarray:
+  """Tiles [N, H, W, C] model-space images into one uint8 image (C = 1: grey, else RGB)."""
+  images = to_uint8(images)
+  n, h, w, c = images.shape
+  if c not in (1, 3):
+    images = np.repeat(images[..., :1], 3, axis=-1) if c < 3 else images[..., :3]
+    c = 3
+  columns = columns or max(1, math.ceil(math.sqrt(n)))
+  rows = max(1, math.ceil(n / columns))
+  grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, np.uint8)
+  for i in range(n):
+    r, col = divmod(i, columns)
+    grid[pad + r * (h + pad):pad + r * (h + pad) + h,
+         pad + col * (w + pad):pad + col * (w + pad) + w] = images[i]
+  return grid[..., 0] if c == 1 else grid
+
+
+def scatter_plot(points: np.ndarray, reference: np.ndarray | None = None,
+                 size: int = 256) -> np.ndarray:
+  """Draws 2-D points in [−1, 1]² (red) over optional reference points (grey) as uint8 RGB."""
+  canvas = np.full((size, size, 3), 255, np.uint8)
+
+  def draw(pts, colour):
+    pts = np.asarray(pts, np.float32).reshape(-1, np.asarray(pts).shape[-1])[:, :2]
+    pix = np.clip(np.round((pts + 1.0) / 2.0 * (size - 1)), 1, size - 2).astype(int)
+    for dy in (-1, 0, 1):
+      for dx in (-1, 0, 1):
+        canvas[size - 1 - (pix[:, 1] + dy), pix[:, 0] + dx] = colour
+
+  if reference is not None:
+    draw(reference, (170, 170, 170))
+  draw(points, (220, 30, 30))
+  return canvas
+
+
+def write_png(path: str, image: np.ndarray) -> None:
+  """Writes a uint8 [H, W] or [H, W, 3] array as a PNG, atomically."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8)).save(buffer, format="PNG")
+  atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def sample_grid(images: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+  """The picture of a set of samples: a grid, or a scatter plot for 2-D point data."""
+  if images.shape[1:3] == (1, 1):
+    return scatter_plot(images, reference)
+  return image_grid(images)
+
+
+def trajectory_grid(trajectory: np.ndarray, num_samples: int) -> np.ndarray:
+  """x̂_0 per step [S, B, H, W, C] → one row per sample (first ``num_samples``), one column per step.
+
+  Point data: one scatter plot per step, side by side.
+  """
+  steps = trajectory.shape[0]
+  if trajectory.shape[2:4] == (1, 1):
+    return np.concatenate([scatter_plot(trajectory[s], size=128) for s in range(steps)], axis=1)
+  picked = trajectory[:, :num_samples]                       # [S, b, H, W, C]
+  ordered = np.swapaxes(picked, 0, 1).reshape(-1, *picked.shape[2:])  # sample-major
+  return image_grid(ordered, columns=steps)
+
+
+def peak_memory() -> dict:
+  """Peak memory of this process: the devices' ``peak_bytes_in_use`` if they report it (GPU,
+  TPU), else the process's peak resident set size (CPU). ``source`` says which."""
+  import jax  # pylint: disable=g-import-not-at-top
+  peaks = []
+  for device in jax.local_devices():
+    try:
+      stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory stats raise or return None.
+      stats = None
+    if stats and "peak_bytes_in_use" in stats:
+      peaks.append(int(stats["peak_bytes_in_use"]))
+  if peaks:
+    return {"bytes": max(peaks), "per_device_bytes": peaks,
+            "source": "device.memory_stats()['peak_bytes_in_use'] (max over local devices)"}
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB.
+  return {"bytes": int(rss), "source": "process peak RSS (getrusage ru_maxrss; includes host data)"}

@@ -1,0 +1,227 @@
+"""One experiment run: ``run(config, workdir)`` (library code; never reads flags, notebook-safe).
+
+1. validate the config (`run_config.validate`) and check the workdir is writable;
+2. load the cached statistics from ``workdir/stats/<key>.npz`` or load the data and fit them
+   (a corrupt cache is recomputed);
+3. sample ``num_samples`` images in batches (progress bar over steps), initial noise and sampler
+   randomness on separate streams of ``config.seed``;
+4. write ``config.json``, ``samples.npz``, ``grid.png``, ``trajectory.png``, ``metrics.json``
+   (written last: a run is finished when it exists) and append to ``log.txt``.
+
+Every file is written atomically. Bad input raises ValueError before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging as py_logging
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+import golddiff_jax as gd
+from golddiff_jax import budgets, outputs, run_config, schedules, stats as stats_lib
+from golddiff_jax import data as data_lib
+
+
+def ensure_workdir(workdir: str) -> str:
+  """Creates ``workdir`` if needed; raises ValueError unless a file can be written in it."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=workdir, prefix=".probe.")
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise ValueError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from e
+  return os.path.abspath(workdir)
+
+
+@contextlib.contextmanager
+def _log_to(path: str):
+  handler = py_logging.FileHandler(path, delay=True)
+  handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  root = py_logging.getLogger()
+  root.addHandler(handler)
+  try:
+    yield handler
+  finally:
+    root.removeHandler(handler)
+    handler.close()
+
+
+def _fit(config) -> stats_lib.Stats:
+  loaded = data_lib.load_images(config.data)
+  logging.info("loaded %d images of shape %s", loaded.images.shape[0], loaded.images.shape[1:])
+  if config.stats.source == "database":
+    return gd.fit(loaded.images, chunk_size=config.stats.chunk_size)
+  # Spec §7 / Q-16: the database is this selection, μ, λ, V are the whole split's.
+  everything = config.data.copy_and_resolve_references()
+  with everything.unlocked():
+    everything.class_id = None
+    everything.subset_size = config.stats.global_subset_size
+  overall = gd.fit(data_lib.load_images(everything).images, chunk_size=config.stats.chunk_size)
+  n = loaded.images.shape[0]
+  return stats_lib.from_arrays(loaded.images.reshape(n, -1), overall.mean, overall.eigvals,
+                               overall.eigvecs, overall.image_shape)
+
+
+def fit_or_load_stats(config, workdir: str) -> tuple[stats_lib.Stats, dict]:
+  """The run's statistics, from the workdir cache when it holds a valid file."""
+  path = os.path.join(workdir, "stats", run_config.stats_key(config))
+  info = {"stats_path": path, "stats_cached": False}
+  if os.path.exists(path):
+    try:
+      stats = gd.load_stats(path)
+      if tuple(stats.image_shape) == run_config.image_shape(config):
+        logging.info("reusing cached statistics %s (N=%d)", path, stats.num_images)
+        return stats, {**info, "stats_cached": True}
+      logging.warning("cached statistics %s have image shape %s; recomputing", path,
+                      stats.image_shape)
+    except ValueError as e:
+      logging.warning("cached statistics unreadable (%s); recomputing", e)
+  start = time.perf_counter()
+  stats = _fit(config)
+  info["fit_seconds"] = time.perf_counter() - start
+  if jax.process_index() == 0:
+    gd.save_stats(stats, path)
+  return stats, info
+
+
+def _sample(config, stats, options: dict) -> tuple[dict, np.ndarray]:
+  """All batches; returns the stacked outputs and the initial latents."""
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  noise_key, sample_key = jax.random.split(jax.random.key(config.seed))
+  num, batch = config.sampler.num_samples, min(config.sampler.batch_size,
+                                                config.sampler.num_samples)
+  steps = config.sampler.num_steps
+  latents = np.asarray(gd.noise(noise_key, num, stats.image_shape))
+  outs = []
+  bar = tqdm(total=-(-num // batch) * steps, unit="step", desc=f"sampling {config.method}",
+             disable=jax.process_index() != 0, leave=False)
+  with bar:
+    for b, start in enumerate(range(0, num, batch)):
+      out = gd.sample(stats, latents[start:start + batch], method=config.method,
+                      num_steps=steps, key=jax.random.fold_in(sample_key, b), **options)
+      outs.append(out)
+      bar.update(steps)
+      bar.set_postfix(batch=f"{b + 1}", step_s=f"{np.median(out.step_seconds):.3f}")
+      logging.info("batch %d: step seconds %s, compile seconds %.2f", b,
+                   np.round(out.step_seconds, 4).tolist(), float(out.compile_seconds.sum()))
+  stacked = {
+      "images": np.concatenate([o.images for o in outs]),
+      "x0_trajectory": np.concatenate([o.x0_trajectory for o in outs], axis=1),
+      "timesteps": outs[0].timesteps,
+      "step_seconds": np.stack([o.step_seconds for o in outs]),
+      "compile_seconds": np.stack([o.compile_seconds for o in outs]),
+  }
+  return stacked, latents
+
+
+def _support(config, stats, latents, result) -> dict | None:
+  """Optional hook: posterior support sizes along the trajectory (golddiff_jax.diagnostics)."""
+  n = min(config.diagnostics.num_samples, latents.shape[0])
+  try:
+    from golddiff_jax import diagnostics  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  if n == 0 or not hasattr(diagnostics, "posterior_support"):
+    return None
+  steps = len(result["timesteps"])
+  temperature = float(config.denoiser.temperature)
+  x = jax.numpy.asarray(latents[:n].reshape(n, -1))
+  rows = {"support_mean": [], "effective_size_mean": [], "max_weight_mean": []}
+  for j, t in enumerate(result["timesteps"]):
+    abar = schedules.alpha_bar(int(t))
+    found = diagnostics.posterior_support(stats, x, abar, temperature=temperature,
+                                          mass=float(config.diagnostics.mass))
+    for name in ("support", "effective_size", "max_weight"):
+      rows[f"{name}_mean"].append(float(np.mean(np.asarray(found[name]))))
+    x0 = jax.numpy.asarray(result["x0_trajectory"][j, :n].reshape(n, -1))
+    x = schedules.ddim_step(x, x0, abar, schedules.alpha_bar_prev(int(t), steps))
+  return {"what": "full unmasked posterior over all N at the sampler's x_t (first samples)",
+          "num_samples": n, "mass": float(config.diagnostics.mass),
+          "timesteps": result["timesteps"], **rows}
+
+
+def _budgets(config, stats, timesteps) -> list[dict] | None:
+  if config.method != "golddiff":
+    return None
+  g = config.golden
+  bounds = budgets.resolve_budgets(stats.num_images, g.k_min, g.k_max)
+  sizes = budgets.schedule(bounds, [schedules.alpha_bar(int(t)) for t in timesteps],
+                           dynamic_m=g.dynamic_m, dynamic_k=g.dynamic_k, static_m=g.static_m,
+                           static_k=g.static_k)
+  return [{"t": int(t), "m": m, "k": k} for t, (m, k) in zip(timesteps, sizes)]
+
+
+def _write_results(config, workdir, stats, result, latents) -> None:
+  outputs.write_npz(os.path.join(workdir, "samples.npz"), images=result["images"],
+                    x0_trajectory=result["x0_trajectory"], timesteps=result["timesteps"],
+                    latents=latents)
+  reference = np.asarray(stats.database[:2000]) if stats.image_shape[:2] == (1, 1) else None
+  outputs.write_png(os.path.join(workdir, "grid.png"), outputs.sample_grid(
+      result["images"][:config.output.grid_samples], reference))
+  outputs.write_png(os.path.join(workdir, "trajectory.png"), outputs.trajectory_grid(
+      result["x0_trajectory"], config.output.trajectory_samples))
+
+
+def run(config, workdir: str) -> dict:
+  """Runs one experiment into ``workdir`` and returns its metrics (see the module docstring)."""
+  run_config.validate(config)
+  workdir = ensure_workdir(workdir)
+  is_main = jax.process_index() == 0
+  with _log_to(os.path.join(workdir, "log.txt")) if is_main else contextlib.nullcontext() as log:
+    try:
+      return _run(config, workdir, is_main)
+    except ValueError as e:  # recorded in the log file only; the caller reports it
+      if log is not None:
+        log.handle(py_logging.makeLogRecord(
+            {"msg": f"run failed: {e}", "levelno": py_logging.ERROR, "levelname": "ERROR"}))
+      raise
+
+
+def _run(config, workdir: str, is_main: bool) -> dict:
+  options = run_config.method_options(config)
+  logging.info("run: method=%s dataset=%s workdir=%s", config.method, config.data.dataset,
+               workdir)
+  start = time.perf_counter()
+  stats, info = fit_or_load_stats(config, workdir)
+  setup_seconds = time.perf_counter() - start
+  logging.info("statistics: N=%d image_shape=%s %s (%.2f s)", stats.num_images,
+               stats.image_shape, info, setup_seconds)
+  if is_main:
+    outputs.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  start = time.perf_counter()
+  result, latents = _sample(config, stats, options)
+  sampling_seconds = time.perf_counter() - start
+  num_batches, steps = result["step_seconds"].shape
+  metrics = {
+      "method": config.method, "options": options, "dataset": config.data.dataset,
+      "num_images": stats.num_images, "image_shape": list(stats.image_shape),
+      "num_samples": int(latents.shape[0]),
+      "batch_size": min(config.sampler.batch_size, config.sampler.num_samples),
+      "num_batches": num_batches, "num_steps": steps, "timesteps": result["timesteps"],
+      "step_seconds": result["step_seconds"], "compile_seconds": result["compile_seconds"],
+      "step_seconds_median": float(np.median(result["step_seconds"])),
+      "compile_seconds_total": float(result["compile_seconds"].sum()),
+      "sampling_seconds": sampling_seconds,
+      # Spec §8.5: whole sampling wall time / (local batches × steps), compile included.
+      "published_style_seconds_per_batch_step": sampling_seconds / (num_batches * steps),
+      "setup_seconds": setup_seconds, **info,
+      "peak_memory": outputs.peak_memory(),
+      "golden_budgets": _budgets(config, stats, result["timesteps"]),
+      "backend": jax.default_backend(), "device_count": jax.device_count(),
+      "process_count": jax.process_count(),
+  }
+  metrics["posterior_support"] = _support(config, stats, latents, result)
+  if is_main:
+    _write_results(config, workdir, stats, result, latents)
+    outputs.write_json(os.path.join(workdir, "metrics.json"), metrics)
+  logging.info("done: median step %.4f s, compile %.2f s, sampling %.2f s; outputs in %s",
+               metrics["step_seconds_median"], metrics["compile_seconds_total"],
+               sampling_seconds, workdir)
+  return metrics

@@ -1,0 +1,146 @@
+"""Run configs (``configs/*.py``): up-front validation, method options, the stats cache key.
+
+`validate` checks a whole config before a run touches its workdir or loads data and raises
+ValueError naming the field. It also runs the chosen method's own option checks, so a bad option
+fails here rather than after the data is loaded.
+"""
+
+from __future__ import annotations
+
+import numbers
+import re
+
+from golddiff_jax import budgets
+from golddiff_jax.data import datasets
+from golddiff_jax.denoisers import METHODS
+
+STATS_SOURCES = ("database", "global")
+_SECTIONS = ("data", "stats", "denoiser", "golden", "sampler", "mesh", "output", "diagnostics")
+
+
+def _int(name: str, value, *, minimum: int | None = None, optional: bool = False) -> None:
+  if value is None and optional:
+    return
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    raise ValueError(f"{name} must be an int{' or None' if optional else ''}, got {value!r}")
+  if minimum is not None and value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+def method_options(config) -> dict:
+  """The ``denoiser`` and ``golden`` fields that ``config.method`` accepts (its ``OPTIONS``)."""
+  module = METHODS[config.method]
+  fields = {**config.denoiser.to_dict(), **config.golden.to_dict()}
+  return {k: v for k, v in fields.items() if k in module.OPTIONS}
+
+
+def resolution(config) -> int:
+  return int(config.data.resolution or datasets.get_spec(config.data.dataset).shape[0])
+
+
+def image_shape(config) -> tuple[int, int, int]:
+  spec = datasets.get_spec(config.data.dataset)
+  if spec.is_points:
+    return spec.shape
+  return (resolution(config), resolution(config), spec.shape[2])
+
+
+def _validate_data(data) -> datasets.DatasetSpec:
+  spec = datasets.get_spec(data.dataset)
+  if not isinstance(data.split, str) or not data.split:
+    raise ValueError(f"data.split must be a non-empty string, got {data.split!r}")
+  base = re.split(r"[\[+]", data.split)[0]
+  if base not in spec.splits:
+    raise ValueError(f"data.split {data.split!r}: dataset {spec.name!r} has splits "
+                     f"{list(spec.splits)}")
+  _int("data.resolution", data.resolution, minimum=1, optional=True)
+  if spec.is_points and data.resolution not in (None, 1):
+    raise ValueError(f"data.resolution must be unset for the point dataset {spec.name!r}")
+  _int("data.subset_size", data.subset_size, minimum=2, optional=True)
+  _int("data.class_id", data.class_id, minimum=0, optional=True)
+  if data.class_id is not None and data.class_id >= spec.num_classes:
+    raise ValueError(f"data.class_id={data.class_id}: dataset {spec.name!r} has "
+                     f"{spec.num_classes or 'no'} classes")
+  _int("data.num_images", data.num_images, minimum=2)
+  _int("data.data_seed", data.data_seed, minimum=0)
+  for name in ("data_dir", "manual_dir"):
+    if data[name] is not None and not isinstance(data[name], str):
+      raise ValueError(f"data.{name} must be a path string or None, got {data[name]!r}")
+  return spec
+
+
+def _database_size(config, spec: datasets.DatasetSpec) -> int | None:
+  """N when it is known without loading data (the built-in datasets), else None."""
+  if not spec.builtin or config.data.class_id is not None:
+    return None
+  return min(config.data.num_images, config.data.subset_size or config.data.num_images)
+
+
+def _validate_method(config, spec: datasets.DatasetSpec) -> None:
+  if config.method not in METHODS:
+    raise ValueError(f"unknown method {config.method!r}; valid methods: {sorted(METHODS)}")
+  golden = config.golden
+  for name in ("k_min", "k_max", "static_m", "static_k"):
+    _int(f"golden.{name}", golden[name], minimum=1, optional=True)
+  if golden.k_min is not None and golden.k_max is not None and golden.k_min > golden.k_max:
+    raise ValueError(f"golden.k_min={golden.k_min} must be <= golden.k_max={golden.k_max}")
+  _int("golden.low_res_dim", golden.low_res_dim, minimum=0)
+  if golden.low_res_dim > resolution(config) and not spec.is_points:
+    raise ValueError(f"golden.low_res_dim={golden.low_res_dim} exceeds the image resolution "
+                     f"{resolution(config)} (0 picks the proxy resolution automatically)")
+  module = METHODS[config.method]
+  options = {**module.OPTIONS, **method_options(config)}
+  temperature = options.get("temperature", 1.0)
+  if not isinstance(temperature, numbers.Real) or not temperature > 0:
+    raise ValueError(f"denoiser.temperature must be a positive number, got {temperature!r}")
+  _int("denoiser.chunk_size", config.denoiser.chunk_size, minimum=1, optional=True)
+  if hasattr(module, "check_options"):
+    module.check_options(options)
+  n = _database_size(config, spec)
+  if config.method == "golddiff" and n is not None:
+    bounds = budgets.resolve_budgets(n, golden.k_min, golden.k_max)
+    budgets.check_ablation_options(bounds, dynamic_m=golden.dynamic_m,
+                                   dynamic_k=golden.dynamic_k, static_m=golden.static_m,
+                                   static_k=golden.static_k)
+
+
+def validate(config) -> None:
+  """Raises ValueError (naming the field) if ``config`` cannot run; returns None otherwise."""
+  missing = [s for s in _SECTIONS if s not in config]
+  if missing:
+    raise ValueError(f"config lacks section(s) {missing}")
+  _int("seed", config.seed, minimum=0)
+  spec = _validate_data(config.data)
+  _int("stats.chunk_size", config.stats.chunk_size, minimum=1)
+  if config.stats.source not in STATS_SOURCES:
+    raise ValueError(f"stats.source must be one of {STATS_SOURCES}, got {config.stats.source!r}")
+  _int("stats.global_subset_size", config.stats.global_subset_size, minimum=2)
+  sampler = config.sampler
+  _int("sampler.num_steps", sampler.num_steps, minimum=1)
+  if sampler.num_steps > 1000:
+    raise ValueError(f"sampler.num_steps must be <= 1000, got {sampler.num_steps}")
+  _int("sampler.num_samples", sampler.num_samples, minimum=1)
+  _int("sampler.batch_size", sampler.batch_size, minimum=1)
+  _int("mesh.data", config.mesh.data, minimum=-1)
+  if config.mesh.data == 0:
+    raise ValueError("mesh.data must be -1 (all devices) or a positive device count, got 0")
+  _int("output.grid_samples", config.output.grid_samples, minimum=1)
+  _int("output.trajectory_samples", config.output.trajectory_samples, minimum=1)
+  _int("diagnostics.num_samples", config.diagnostics.num_samples, minimum=0)
+  if not 0.0 < config.diagnostics.mass <= 1.0:
+    raise ValueError(f"diagnostics.mass must be in (0, 1], got {config.diagnostics.mass!r}")
+  _validate_method(config, spec)
+
+
+def stats_key(config) -> str:
+  """File name of the cached statistics: dataset, split, resolution, subset, class, source."""
+  data = config.data
+  spec = datasets.get_spec(data.dataset)
+  parts = [data.dataset, data.split, f"r{resolution(config)}",
+           f"n{data.subset_size or 'all'}",
+           f"class{'all' if data.class_id is None else data.class_id}"]
+  if spec.builtin:
+    parts.append(f"gen{data.num_images}s{data.data_seed}")
+  if config.stats.source == "global":
+    parts.append(f"global{config.stats.global_subset_size}")
+  return re.sub(r"[^A-Za-z0-9_.=-]+", "_", "-".join(parts)) + ".npz"
