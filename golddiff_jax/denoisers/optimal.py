@@ -40,7 +40,9 @@ def apply(stats: Stats, plan: Plan, x_t: jax.Array,
 
   def logits_fn(chunk):
     diff = x_t[:, None, :] - a * chunk[None, :, :]
-    return (scale * jnp.sum(diff * diff, axis=-1))[..., None]
+    # A dot-product reduction accumulates in blocks: more accurate than a plain float32 sum over D.
+    sq = jnp.einsum("bcd,bcd->bc", diff, diff, precision=jax.lax.Precision.HIGHEST)
+    return (scale * sq)[..., None]
 
   state = chunking.softmax_average(stats.database, logits_fn, batch=x_t.shape[0],
                                    num_softmaxes=1, chunk_size=plan.chunk_size)
