@@ -32,7 +32,7 @@ OPTIONS = {"mask_threshold": 0.05, "temperature": 1.0, "softmax": "exact",
            "wssm_chunk": 512, "mask_impl": "auto", "chunk_size": None}
 MASK_IMPLS = ("auto", "dense", "bf16x3", "sparse")
 SOFTMAX_MODES = ("exact", "wssm")
-SPARSE_MAX_FRACTION = 0.02  # measured crossover on CPU, see docs/benchmarks.md
+SPARSE_MAX_FRACTION = 0.005  # measured crossover on CPU, see docs/benchmarks.md
 _CHUNK_BYTES = 48 * 2**20
 HIGHEST = jax.lax.Precision.HIGHEST
 
