@@ -52,7 +52,7 @@ def test_full_budget_equals_pca_locality(setup, mask_impl):
     plan = _plan(stats, t, **{**COMMON, "k_min": N, "k_max": N, "mask_impl": mask_impl})
     assert (plan.m, plan.k) == (N, N)
     got = _apply(stats, plan, x, jax.random.key(t))
-    np.testing.assert_allclose(got, _exact(stats, t, x), atol=2e-5, rtol=0)
+    np.testing.assert_allclose(got, _exact(stats, t, x), atol=5e-5, rtol=0)
 
 
 def test_error_shrinks_as_k_grows(setup):

@@ -40,15 +40,15 @@ def test_exact_equals_numpy_argsort():
 @pytest.mark.parametrize("method", ["exact", "approx", "threshold"])
 def test_exact_methods_with_ties(method):
   rng = np.random.default_rng(1)
-  scores = np.round(rng.standard_normal((4, 777)) * 3).astype(np.float32)  # heavy ties
-  scores[0, :] = 1.0  # one row entirely tied
-  scores[1, :5] = -0.0
-  scores[1, 5:9] = 0.0
-  scores[2, :100] = np.inf
+  scores = np.round(rng.standard_normal((2, 2, 777)) * 3).astype(np.float32)  # heavy ties
+  scores[0, 0, :] = 1.0  # one row entirely tied
+  scores[0, 1, :5] = -0.0
+  scores[0, 1, 5:9] = 0.0
+  scores[1, 0, :100] = np.inf
   k = 64
   values, index = jax.jit(lambda s: select.select(s, k, method=method))(jnp.asarray(scores))
   _check_consistent(scores, values, index, k)
-  np.testing.assert_array_equal(np.sort(np.asarray(values), -1), np.sort(scores, -1)[:, :k])
+  np.testing.assert_array_equal(np.sort(np.asarray(values), -1), np.sort(scores, -1)[..., :k])
 
 
 def test_threshold_breaks_ties_towards_low_indices_and_is_index_ordered():
