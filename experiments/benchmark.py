@@ -33,6 +33,8 @@ _METHODS = flags.DEFINE_list("methods", ["optimal", "wiener", "pca_locality:dens
 _REFERENCE = flags.DEFINE_string("reference", None, "Variant the others are compared with "
                                  "(default: the first).")
 _THRESHOLD = flags.DEFINE_float("mask_threshold", 0.05, "PCA-locality θ.")
+_K_MIN = flags.DEFINE_integer("k_min", None, "GoldDiff k_min (default N/20).")
+_K_MAX = flags.DEFINE_integer("k_max", None, "GoldDiff k_max (default N/10).")
 _SEED = flags.DEFINE_integer("seed", 0, "Data and noise seed.")
 _OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the results.")
 
@@ -64,6 +66,8 @@ def run_variant(stats, latents, variant: str, key) -> dict:
     options["mask_threshold"] = _THRESHOLD.value
     if impl:
       options["mask_impl"] = impl
+  if method == "golddiff":
+    options.update(k_min=_K_MIN.value, k_max=_K_MAX.value)
   warm = gd.sample(stats, latents, method=method, num_steps=_STEPS.value, key=key, **options)
   out = gd.sample(stats, latents, method=method, num_steps=_STEPS.value, key=key, **options)
   return {"variant": variant, "method": method, "images": out.images,
