@@ -49,8 +49,8 @@ def _check_trajectory(got, want, ts):
     np.testing.assert_allclose(got[j], want[j], rtol=1e-4, atol=atol, err_msg=f"t={t}")
 
 
-@pytest.mark.parametrize("name", DATASETS)
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("name,method", [("rgb6x5", "optimal"), ("rgb6x5", "wiener"),
+                                         ("rgb6x5", "pca_locality"), ("gray8x8", "pca_locality")])
 def test_sample_matches_numpy_ddim(name, method):
   images, stats, latents = _data(name)
   n, h, w, c, b = DATASETS[name]

@@ -10,11 +10,10 @@ import pytest
 import reference as ref
 from golddiff_jax import chunking, softmax
 
-LAYOUTS = [  # (B, N, D, per_coordinate)
+LAYOUTS = [  # (B, N, D, per_coordinate): K = 1 (per sample) or K = D (per coordinate)
     (3, 37, 5, False),
     (5, 64, 7, True),
-    (3, 101, 12, True),
-    (1, 9, 3, False),
+    (1, 9, 3, True),
 ]
 SCALES = ["unit", "huge", "spread"]
 
@@ -79,7 +78,7 @@ def test_update_exact_any_chunking_equals_naive(b, n, d, per_coord, scale):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("b,n,d,per_coord", LAYOUTS[:3])
+@pytest.mark.parametrize("b,n,d,per_coord", LAYOUTS)
 def test_update_exact_ignores_minus_inf_padding(b, n, d, per_coord):
   rng = np.random.default_rng(7 + n)
   k = d if per_coord else 1
@@ -160,9 +159,7 @@ def test_update_wssm_is_mean_of_chunk_posterior_means(b, n, d, per_coord, scale)
 
 @pytest.mark.parametrize("b,n,d,per_coord,chunk", [
     (3, 37, 5, False, 10),   # last chunk 7 of 10
-    (5, 64, 7, True, 10),    # last chunk 4 of 10
-    (5, 64, 7, True, 1000),  # one chunk
-    (3, 101, 12, True, 20),  # last chunk 1 of 20
+    (5, 64, 7, True, 21),    # last chunk 1 of 21
 ])
 def test_softmax_average_exact_and_wssm(b, n, d, per_coord, chunk):
   """chunking.softmax_average pads the last chunk with −inf rows: exact is unchanged and, for
