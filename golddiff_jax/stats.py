@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from typing import Any
 
 import flax.struct
@@ -126,7 +127,7 @@ def load(path: str) -> Stats:
     with np.load(path, allow_pickle=False) as f:
       meta = json.loads(str(f["meta"]))
       arrays = {k: f[k] for k in ("database", "mean", "eigvals", "eigvecs")}
-  except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+  except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as e:
     raise ValueError(f"{path} is not a readable golddiff_jax stats file: {e}") from e
   if meta.get("version") != _STATS_FORMAT_VERSION:
     raise ValueError(f"{path}: unsupported stats format version {meta.get('version')}")

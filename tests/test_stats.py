@@ -126,8 +126,6 @@ def test_load_wrong_contents_raises_value_error(tmp_path):
     gd.load_stats(str(tmp_path / "badmeta.npz"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: stats.load lets zipfile.BadZipFile / EOFError escape "
-                   "for truncated, bit-flipped or empty files instead of raising ValueError")
 @pytest.mark.parametrize("kind", ["truncated", "bitflip", "empty"])
 def test_load_corrupt_file_raises_value_error(tmp_path, kind):
   stats = gd.fit(_images(10, 2, 3, 1, seed=9))
