@@ -157,6 +157,7 @@ def test_random_retrieval_and_bilinear_proxy(setup):
     (dict(static_k=3), "dynamic_k=False"),
     (dict(softmax="wssm"), "softmax='exact' only"),
     (dict(mask_impl="csr"), "mask_impl"),
+    (dict(mask_threshold=0.0), "mask_threshold"),
     (dict(proxy_upsample_mode="nearest"), "proxy_upsample_mode"),
     (dict(proxy_repeat_factor=2, proxy_upsample_mode="bilinear"), "perfect square"),
     (dict(k_neighbors=5), "unknown option"),
@@ -166,3 +167,13 @@ def test_bad_options_raise(setup, options, message):
   x = np.zeros((2, 8, 8, 3), np.float32)
   with pytest.raises(ValueError, match=message):
     gd.denoise(stats, x, 500, method="golddiff", **options)
+
+
+def test_proxy_database_is_average_pooling(setup, monkeypatch):
+  stats = setup[0]
+  monkeypatch.setattr(golddiff, "_SCAN_BYTES", 4 * stats.dim * 7)  # blocks of 7 rows
+  proxy, proxy_sq = golddiff.build_proxy(stats, ("pool", 4, 4))
+  images = np.asarray(stats.database).reshape(N, 4, 2, 4, 2, 3)
+  expected = images.mean(axis=(2, 4)).reshape(N, 48)
+  np.testing.assert_allclose(proxy, expected, atol=1e-6)
+  np.testing.assert_allclose(proxy_sq, (expected.astype(np.float64) ** 2).sum(1), rtol=1e-5)

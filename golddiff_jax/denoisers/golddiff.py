@@ -11,8 +11,10 @@ database P(X) and its norms once (shared by every step's plan) and the step's lo
 form ``mask_impl`` asks for (`pca_locality.build_plan`). `apply` is pure and jit-able; m_t, k_t
 and the chunk sizes are static, so each distinct step compiles once.
 
-Options (config names): ``k_min``/``k_max`` (default round(N/20), round(N/10)), ``low_res_dim``
-(16; 0 = automatic), ``mask_threshold`` (0.03), ``temperature``, ``softmax`` ("exact" only),
+Options (config names): ``k_min``/``k_max`` (default round(N/20), round(N/10); an explicit
+value above N, or k_min > k_max, raises ValueError rather than being clamped as in the published
+code), ``low_res_dim`` (16; 0 = automatic, negative raises), ``mask_threshold`` θ ∈ (0, 1)
+(0.03, CIFAR-10's value), ``temperature``, ``softmax`` ("exact" only),
 ``mask_impl`` (auto | dense | bf16x3 | sparse), ``select`` (exact | approx | bucket | threshold),
 ``recall_target``, ``dynamic_m``/``dynamic_k``/``static_m``/``static_k`` (spec §5.3),
 ``random_retrieval``, ``proxy_repeat_factor`` ρ and ``proxy_upsample_mode`` (repeat | bilinear),
@@ -26,6 +28,7 @@ the tiled proxy's distance without materialising a ρ·D copy.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -48,15 +51,20 @@ _SCAN_BYTES = 64 * 2**20
 
 @flax.struct.dataclass
 class Plan:
-  """One step: noise level, locality mask, shared proxy database and static budgets."""
+  """One step: noise level, locality mask, shared proxy database and static budgets.
+
+  ``proxy`` is ("pool", r_h, r_w) for f×f average pooling to an r_h×r_w grid, ("identity", s)
+  when the proxy is the database itself with distance scale s (f = 1, or the ρ-"repeat"
+  ablation with s = ρ), or ("bilinear", s) for the ×s bilinear upsampling ablation.
+  """
   abar: jax.Array
   locality: pca_locality.Plan
-  proxy_db: jax.Array | None      # [N, d_p] (None: the proxy is the database, "repeat" or f = 1)
+  proxy_db: jax.Array | None      # [N, d_p], shared by every step; None for "identity"
   proxy_sq: jax.Array | None      # [N]
   m: int = flax.struct.field(pytree_node=False)
   k: int = flax.struct.field(pytree_node=False)
   survivors: int = flax.struct.field(pytree_node=False)
-  proxy: tuple = flax.struct.field(pytree_node=False)   # ("pool", rh, rw) | ("identity", ρ) | ("bilinear", s)
+  proxy: tuple = flax.struct.field(pytree_node=False)
   select: str = flax.struct.field(pytree_node=False)
   recall_target: float = flax.struct.field(pytree_node=False)
   random_retrieval: bool = flax.struct.field(pytree_node=False)
@@ -79,7 +87,12 @@ def check_options(options: dict) -> None:
       options["k_min"] > options["k_max"]):
     raise ValueError(f"k_min={options['k_min']} must be <= k_max={options['k_max']}")
   budgets_lib.proxy_grid((1, 1, 1), options["low_res_dim"])  # type and sign check
-  pca_locality.check_options({**options, "wssm_chunk": 1})
+  theta = options["mask_threshold"]
+  if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0.0 < theta < 1.0:
+    raise ValueError(f"mask_threshold must be in (0, 1) (spec Q-10), got {theta!r}")
+  if options["mask_impl"] not in pca_locality.MASK_IMPLS:
+    raise ValueError(f"mask_impl must be one of {pca_locality.MASK_IMPLS}, "
+                     f"got {options['mask_impl']!r}")
   if options["softmax"] != "exact":
     raise ValueError(f"golddiff supports softmax='exact' only, got {options['softmax']!r}")
   select_lib.check_method(options["select"])
@@ -131,14 +144,24 @@ def _sq_norms(x):
   return jnp.einsum("nd,nd->n", x, x, precision=jax.lax.Precision.HIGHEST)
 
 
+@functools.partial(jax.jit, static_argnames=("size", "image_shape", "kind"))
+def _proxy_rows(database, start, *, size, image_shape, kind):
+  rows = jax.lax.dynamic_slice_in_dim(database, start, size, axis=0)
+  return proxy_transform(rows, image_shape, kind)
+
+
 def build_proxy(stats: Stats, kind: tuple) -> tuple[jax.Array | None, jax.Array | None]:
-  """(P(X) [N, d_p], ‖P(x_i)‖² [N]) computed once on device, chunked over N."""
+  """(P(X) [N, d_p], ‖P(x_i)‖² [N]) computed once on device in row blocks of equal size."""
   if kind[0] == "identity":
     return None, None
   n = stats.num_images
-  step = max(1, _SCAN_BYTES // (4 * stats.dim * (kind[1] ** 2 if kind[0] == "bilinear" else 1)))
-  fn = jax.jit(lambda rows: proxy_transform(rows, stats.image_shape, kind))
-  parts = [fn(stats.database[s:s + step]) for s in range(0, n, step)]
+  growth = kind[1] ** 2 if kind[0] == "bilinear" else 1
+  size = min(n, max(1, _SCAN_BYTES // (4 * stats.dim * growth)))
+  starts = [min(s, n - size) for s in range(0, n, size)]  # equal blocks: one compile
+  parts = [_proxy_rows(stats.database, s, size=size, image_shape=stats.image_shape, kind=kind)
+           for s in starts]
+  if len(parts) > 1:
+    parts[-1] = parts[-1][len(parts) * size - n:]  # drop rows the previous block covered
   proxy = jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
   return proxy, _sq_norms(proxy)
 
