@@ -11,8 +11,9 @@ The contraction over n is the hot spot, O(B·N·D·nnz/D). It has three exact im
   delta is split into hi + mid + lo bfloat16 parts (24 significand bits, as float32), each multiplied
   with float32 accumulation. On CPUs with AMX (XLA flag ``--xla_cpu_use_onednn=true``) and on GPUs and
   TPUs this runs on the bf16 matrix units;
-* ``sparse``: per-output index lists [D, P] and a gather-sum, O(B·N·D·P); it wins when the mask is
-  very sparse (late steps).
+* ``sparse``: per-output index lists [D, P] and a gather-sum, O(B·N·D·P), computed in
+  coordinate-major layout so that every gather moves whole contiguous rows; it wins when the mask
+  is very sparse (late steps).
 
 ``auto`` picks ``sparse`` when the widest mask column holds at most ``SPARSE_MAX_FRACTION`` of D,
 otherwise ``dense``.
@@ -42,8 +43,7 @@ class Plan:
   """One step's precomputed mask and static configuration."""
   abar: jax.Array
   mask: jax.Array | None          # [D, D] (float32, or bfloat16 for bf16x3)
-  index: jax.Array | None         # [D, P] int32: column m's input coordinates
-  valid: jax.Array | None         # [D, P] bool
+  index: jax.Array | None         # [D, P] int32: column m's input coordinates (D = padding)
   impl: str = flax.struct.field(pytree_node=False)
   softmax: str = flax.struct.field(pytree_node=False)
   temperature: float = flax.struct.field(pytree_node=False)
@@ -77,9 +77,10 @@ def build_plan(mask: jax.Array, abar: float, options: dict, batch: int) -> Plan:
   host = np.asarray(mask)
   column_max = int((host != 0).sum(axis=0).max())
   impl = choose_impl(options["mask_impl"], column_max, dim)
-  dense = index = valid = None
+  dense = index = None
   if impl == "sparse":
-    index, valid = (jnp.asarray(a) for a in masks.sparse_form(host))
+    host_index, host_valid = masks.sparse_form(host)
+    index = jnp.asarray(np.where(host_valid, host_index, dim))  # padding → the zero row
   elif impl == "bf16x3":
     dense = jnp.asarray(mask, jnp.bfloat16)
   else:
@@ -90,9 +91,9 @@ def build_plan(mask: jax.Array, abar: float, options: dict, batch: int) -> Plan:
     chunk = int(options["chunk_size"])
   else:
     # Bytes per database row held at once: delta, distances and weights, or the gathered lists.
-    per_row = 4 * batch * dim * (index.shape[1] + 2 if impl == "sparse" else 4)
+    per_row = 4 * batch * dim * 4
     chunk = int(np.clip(_CHUNK_BYTES // per_row, 1, 512))
-  return Plan(abar=jnp.float32(abar), mask=dense, index=index, valid=valid, impl=impl,
+  return Plan(abar=jnp.float32(abar), mask=dense, index=index, impl=impl,
               softmax=options["softmax"], temperature=float(options["temperature"]),
               chunk_size=chunk)
 
@@ -119,8 +120,13 @@ def masked_distance(delta: jax.Array, plan: Plan) -> jax.Array:
   if plan.impl == "bf16x3":
     parts = _split_bf16(delta)
     return jnp.sum(jnp.matmul(parts, plan.mask, preferred_element_type=jnp.float32), axis=0)
-  gathered = jnp.take(delta, plan.index, axis=1)  # [R, D, P]
-  return jnp.sum(jnp.where(plan.valid, gathered, 0.0), axis=-1)
+  # Sparse: coordinate-major layout, so each list slot gathers whole contiguous rows of R values;
+  # padding slots point at an appended zero row. One static gather per slot, no [R, D, P] tensor.
+  delta_t = jnp.concatenate([delta.T, jnp.zeros((1, delta.shape[0]), delta.dtype)])
+  dist_t = jnp.take(delta_t, plan.index[:, 0], axis=0)
+  for p in range(1, plan.index.shape[1]):
+    dist_t = dist_t + jnp.take(delta_t, plan.index[:, p], axis=0)
+  return dist_t.T
 
 
 def apply_to_candidates(candidates: jax.Array, plan: Plan, x_t: jax.Array,
