@@ -18,6 +18,7 @@ use the GPUs, which belong to JAX.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -36,6 +37,7 @@ class Loaded:
 
 
 def _import_tfds():
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerator memory from JAX.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -168,8 +170,13 @@ def load_images(data_config, *, process_index: int | None = None,
     process_index = jax.process_index()
   if process_count is None:
     process_count = jax.process_count()
+  if jax.process_count() > 1:  # process 0 generates or downloads; the others then reuse it
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if jax.process_index() == 0:
+      prepare(builder_for(data_config), data_config)
+    multihost_utils.sync_global_devices("golddiff_jax: dataset prepared")
   builder = builder_for(data_config)
-  prepare(builder, data_config)
+  prepare(builder, data_config)  # a no-op once prepared (on a shared data_dir)
   split = process_split(data_config, process_index=process_index, process_count=process_count)
   loaded = read_split(builder, split, data_config)
   images, labels = loaded.images, loaded.labels
