@@ -46,6 +46,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.stats.chunk_size = 1024    # rows per chunk of the streamed fit (memory only)
   config.stats.source = "database"  # or "global": μ, λ, V of the whole split (spec §7, Q-16)
   config.stats.global_subset_size = 50000  # images for "global" statistics (first n of the split)
+  config.stats.cache_dir = common.optional(str)  # None: <workdir>/stats
 
   config.denoiser = ml_collections.ConfigDict()
   config.denoiser.mask_threshold = 0.03   # θ of the PCA-locality mask

@@ -85,10 +85,11 @@ def _validate_method(config, spec: datasets.DatasetSpec) -> None:
   if golden.k_min is not None and golden.k_max is not None and golden.k_min > golden.k_max:
     raise ValueError(f"golden.k_min={golden.k_min} must be <= golden.k_max={golden.k_max}")
   _int("golden.low_res_dim", golden.low_res_dim, minimum=0)
-  if golden.low_res_dim > resolution(config) and not spec.is_points:
+  module = METHODS[config.method]
+  if ("low_res_dim" in module.OPTIONS and golden.low_res_dim > resolution(config)
+      and not spec.is_points):
     raise ValueError(f"golden.low_res_dim={golden.low_res_dim} exceeds the image resolution "
                      f"{resolution(config)} (0 picks the proxy resolution automatically)")
-  module = METHODS[config.method]
   options = {**module.OPTIONS, **method_options(config)}
   temperature = options.get("temperature", 1.0)
   if not isinstance(temperature, numbers.Real) or not temperature > 0:
@@ -115,6 +116,9 @@ def validate(config) -> None:
   if config.stats.source not in STATS_SOURCES:
     raise ValueError(f"stats.source must be one of {STATS_SOURCES}, got {config.stats.source!r}")
   _int("stats.global_subset_size", config.stats.global_subset_size, minimum=2)
+  if config.stats.get("cache_dir") is not None and not isinstance(config.stats.cache_dir, str):
+    raise ValueError(f"stats.cache_dir must be a path string or None, got "
+                     f"{config.stats.cache_dir!r}")
   sampler = config.sampler
   _int("sampler.num_steps", sampler.num_steps, minimum=1)
   if sampler.num_steps > 1000:
