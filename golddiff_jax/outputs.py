@@ -41,13 +41,13 @@ def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> N
     raise
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
   if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
+    return {str(k): jsonable(v) for k, v in value.items()}
   if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
+    return [jsonable(v) for v in value]
   if isinstance(value, np.ndarray):
-    return _jsonable(value.tolist())
+    return jsonable(value.tolist())
   if isinstance(value, np.generic):
     return value.item()
   if isinstance(value, float) and not math.isfinite(value):
@@ -57,7 +57,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str, obj: Any) -> None:
   """Writes ``obj`` (dicts, lists, NumPy values) as indented JSON, atomically."""
-  text = json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n"
+  text = json.dumps(jsonable(obj), indent=2, sort_keys=True) + "\n"
   atomic_write(path, lambda f: f.write(text), mode="w")
 
 
@@ -122,7 +122,8 @@ def sample_grid(images: np.ndarray, reference: np.ndarray | None = None) -> np.n
 
 
 def trajectory_grid(trajectory: np.ndarray, num_samples: int) -> np.ndarray:
-  """x̂_0 per step [S, B, H, W, C] → one row per sample (first ``num_samples``), one column per step.
+  """x̂_0 per step [S, B, H, W, C] → one row per sample (the first ``num_samples``), one column
+  per step.
 
   Point data: one scatter plot per step, side by side.
   """

@@ -1,8 +1,8 @@
 """One experiment run: ``run(config, workdir)`` (library code; never reads flags, notebook-safe).
 
 1. validate the config (`run_config.validate`) and check the workdir is writable;
-2. load the cached statistics from ``workdir/stats/<key>.npz`` or load the data and fit them
-   (a corrupt cache is recomputed);
+2. load the cached statistics from ``<workdir>/stats/<key>.npz`` (or ``config.stats.cache_dir``)
+   or load the data and fit them (a corrupt cache is recomputed);
 3. sample ``num_samples`` images in batches (progress bar over steps), initial noise and sampler
    randomness on separate streams of ``config.seed``;
 4. write ``config.json``, ``samples.npz``, ``grid.png``, ``trajectory.png``, ``metrics.json``
@@ -71,7 +71,8 @@ def _fit(config) -> stats_lib.Stats:
 
 def fit_or_load_stats(config, workdir: str) -> tuple[stats_lib.Stats, dict]:
   """The run's statistics, from the workdir cache when it holds a valid file."""
-  path = os.path.join(workdir, "stats", run_config.stats_key(config))
+  directory = config.stats.get("cache_dir") or os.path.join(workdir, "stats")
+  path = os.path.join(directory, run_config.stats_key(config))
   info = {"stats_path": path, "stats_cached": False}
   if os.path.exists(path):
     try:
