@@ -1,0 +1,219 @@
+"""Runs a study, one run per override dict, with resume and a results table.
+
+    python experiments/sweep.py --sweep=experiments/sweeps/ablations.py --workdir=DIR
+
+A study file defines ``BASE_CONFIG`` (a config path, optionally ``path:arg``, relative to the
+repository root) and ``get_sweep()`` returning a list of override dicts: ``{"name": ...,
+"golden.dynamic_m": False, ...}`` (``name`` optional: it defaults to the overrides). It may define
+``REFERENCE``, the name of the run the others are compared with (MSE and r² of the final images,
+spec §8.4), and ``get_sweep`` may take the ``--sweep_arg`` string.
+
+Each run goes to ``DIR/<name>`` through `golddiff_jax.run.run`, in this process (compiled steps
+and the TFDS import are shared; the fitted statistics are cached once in ``DIR/stats``). A run
+whose ``metrics.json`` exists and whose ``config.json`` equals its config is skipped, so an
+interrupted sweep resumes where it stopped. The results of all runs are collected into
+``DIR/results.csv`` and ``DIR/results.md``. ``--set=field=value`` (repeatable, JSON values)
+applies to every run. Exit status 2 if any run failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import re
+import sys
+
+from absl import app, flags, logging
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)  # the configs package lives at the repository root
+
+from golddiff_jax import outputs, run as run_lib  # pylint: disable=g-import-not-at-top
+
+COLUMNS = ("name", "status", "overrides", "method", "num_images", "step_seconds_median",
+           "compile_seconds_total", "sampling_seconds", "peak_memory_bytes", "mse_vs_ref",
+           "r2_vs_ref")
+
+
+def load_module(path: str, name: str):
+  """Imports a Python file by path (relative paths: the working directory, then the repo root)."""
+  for candidate in (path, os.path.join(ROOT, path)):
+    if os.path.isfile(candidate):
+      spec = importlib.util.spec_from_file_location(name, candidate)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      return module
+  raise ValueError(f"file not found: {path}")
+
+
+def base_config(spec: str):
+  path, _, arg = spec.partition(":")
+  return load_module(path, "sweep_base_config").get_config(arg or None)
+
+
+def apply_overrides(config, overrides: dict):
+  """A locked copy of ``config`` with dotted-path ``overrides``; unknown fields raise ValueError."""
+  config = config.copy_and_resolve_references()
+  config.lock()
+  for path, value in overrides.items():
+    *parents, field = path.split(".")
+    node = config
+    try:
+      for parent in parents:
+        node = node[parent]
+      node[field] = value
+    except (KeyError, AttributeError, TypeError) as e:
+      raise ValueError(f"bad override {path}={value!r}: {e}") from e
+  return config
+
+
+def run_name(overrides: dict) -> str:
+  name = overrides.get("name") or ",".join(f"{k}={v}" for k, v in overrides.items()) or "base"
+  return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", str(name))
+
+
+def compare(images: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+  """MSE and r² of final images vs a reference (spec §8.4: clamp((x+1)/2), unbiased v_b)."""
+  x = np.clip((images.reshape(len(images), -1) + 1) / 2, 0, 1).astype(np.float64)
+  y = np.clip((reference.reshape(len(reference), -1) + 1) / 2, 0, 1).astype(np.float64)
+  sq = ((x - y) ** 2).sum(axis=1)
+  var = y.var(axis=1, ddof=1)
+  var[var == 0] = 1.0
+  return float(sq.mean() / x.shape[1]), float(np.mean(1 - sq / (x.shape[1] * var)))
+
+
+def _finished(run_dir: str, config) -> bool:
+  try:
+    with open(os.path.join(run_dir, "config.json")) as f:
+      saved = json.load(f)
+    return (os.path.exists(os.path.join(run_dir, "metrics.json"))
+            and saved == json.loads(json.dumps(outputs.jsonable(config.to_dict()))))
+  except (OSError, ValueError):
+    return False
+
+
+def _row(name, overrides, run_dir, status) -> dict:
+  row = {"name": name, "status": status,
+         "overrides": " ".join(f"{k}={v}" for k, v in overrides.items() if k != "name")}
+  try:
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+      m = json.load(f)
+  except (OSError, ValueError):
+    return row
+  row.update({k: m.get(k) for k in ("method", "num_images", "step_seconds_median",
+                                    "compile_seconds_total", "sampling_seconds")})
+  row["peak_memory_bytes"] = (m.get("peak_memory") or {}).get("bytes")
+  return row
+
+
+def run_sweep(study_path: str, workdir: str, *, sweep_arg: str | None = None,
+              common: dict | None = None) -> list[dict]:
+  """Runs (or resumes) a study; returns one result row per run and writes the CSV/Markdown."""
+  study = load_module(study_path, "sweep_study")
+  runs = study.get_sweep(sweep_arg) if sweep_arg is not None else study.get_sweep()
+  base = base_config(study.BASE_CONFIG)
+  names = [run_name(o) for o in runs]
+  if len(set(names)) != len(names):
+    raise ValueError(f"run names must be unique, got {names}")
+  common = {"stats.cache_dir": os.path.join(os.path.abspath(workdir), "stats"), **(common or {})}
+  rows = []
+  for name, overrides in zip(names, runs):
+    run_dir = os.path.join(workdir, name)
+    config = apply_overrides(base, {**common,
+                                    **{k: v for k, v in overrides.items() if k != "name"}})
+    if _finished(run_dir, config):
+      logging.info("sweep: %s finished earlier, skipping", name)
+      rows.append(_row(name, overrides, run_dir, "done (resumed)"))
+      continue
+    logging.info("sweep: running %s", name)
+    try:
+      run_lib.run(config, run_dir)
+      rows.append(_row(name, overrides, run_dir, "done"))
+    except ValueError as e:
+      logging.error("sweep: %s failed: %s", name, e)
+      rows.append(_row(name, overrides, run_dir, f"failed: {' '.join(str(e).split())}"))
+  _compare(rows, workdir, getattr(study, "REFERENCE", None))
+  _write_tables(rows, workdir)
+  return rows
+
+
+def _compare(rows, workdir, reference):
+  if reference is None:
+    return
+  def final(name):
+    with np.load(os.path.join(workdir, name, "samples.npz")) as f:
+      return f["images"]
+  try:
+    ref = final(reference)
+  except (OSError, KeyError):
+    return
+  for row in rows:
+    if row["status"].startswith("done"):
+      row["mse_vs_ref"], row["r2_vs_ref"] = compare(final(row["name"]), ref)
+
+
+def _fmt(value) -> str:
+  if isinstance(value, float):
+    return f"{value:.4g}"
+  return "" if value is None else str(value)
+
+
+def _write_tables(rows, workdir):
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
+  writer.writeheader()
+  writer.writerows([{k: row.get(k) for k in COLUMNS} for row in rows])
+  outputs.atomic_write(os.path.join(workdir, "results.csv"),
+                       lambda f: f.write(buffer.getvalue()), mode="w")
+  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+  lines += ["| " + " | ".join(_fmt(row.get(k)).replace("|", "/") for k in COLUMNS) + " |"
+            for row in rows]
+  outputs.atomic_write(os.path.join(workdir, "results.md"),
+                       lambda f: f.write("\n".join(lines) + "\n"), mode="w")
+
+
+def _parse_set(items) -> dict:
+  common = {}
+  for item in items:
+    key, _, value = item.partition("=")
+    try:
+      common[key] = json.loads(value)
+    except ValueError:
+      common[key] = value
+  return common
+
+
+def main(argv):
+  del argv
+  sweep, workdir = flags.FLAGS.sweep, flags.FLAGS.workdir
+  if not sweep or not workdir:
+    print("error: --sweep and --workdir are required", file=sys.stderr)
+    sys.exit(2)
+  import jax  # pylint: disable=g-import-not-at-top
+  if not jax.config.jax_compilation_cache_dir:  # runs and reruns share compiled steps
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
+  try:
+    rows = run_sweep(sweep, workdir, sweep_arg=flags.FLAGS.sweep_arg,
+                     common=_parse_set(flags.FLAGS.set))
+  except ValueError as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)
+  with open(os.path.join(workdir, "results.md")) as f:
+    print(f.read())
+  sys.exit(2 if any(r["status"].startswith("failed") for r in rows) else 0)
+
+
+if __name__ == "__main__":
+  # Flags are defined here, not at import, so tests can import this module next to the launcher.
+  flags.DEFINE_string("sweep", None, "Study file (experiments/sweeps/<study>.py).")
+  flags.DEFINE_string("workdir", None, "Directory holding one folder per run.")
+  flags.DEFINE_string("sweep_arg", None, "String passed to the study's get_sweep(arg).")
+  flags.DEFINE_multi_string("set", [], "field=value applied to every run (JSON values).")
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.config_with_absl()
+  app.run(main)
