@@ -100,7 +100,8 @@ def two_moons(num_points: int, noise: float, seed: int) -> tuple[np.ndarray, np.
   points = np.concatenate([outer, inner]) + noise * rng.standard_normal((num_points, 2))
   labels = np.concatenate([np.zeros(n_outer, np.int64), np.ones(num_points - n_outer, np.int64)])
   order = rng.permutation(num_points)
-  points = (points[order] - np.array([0.5, 0.25])) / 1.6  # x ∈ [-1, 2], y ∈ [-0.5, 1] → ~[-0.95, 0.95]
+  # x ∈ [-1, 2], y ∈ [-0.5, 1] (plus noise) → about [-0.95, 0.95]².
+  points = (points[order] - np.array([0.5, 0.25])) / 1.6
   return np.clip(points, -1.0, 1.0).astype(np.float32), labels[order]
 
 

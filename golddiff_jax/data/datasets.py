@@ -4,7 +4,7 @@ Pure Python (no TensorFlow import), so configs can be validated without loading 
 
 | name | TFDS builder | native shape | source |
 |---|---|---|---|
-| procedural | golddiff_procedural | 32×32×3 | built in, generated offline from a seed (the default) |
+| procedural | golddiff_procedural | 32×32×3 | built in, generated offline from a seed (default) |
 | moons | golddiff_moons | 1×1×2 | built in, 2-D two-moons points stored as a 1×1 "image" |
 | mnist, fashion_mnist | mnist, fashion_mnist | 28×28×1 | TFDS download |
 | cifar10 | cifar10 | 32×32×3 | TFDS download |

@@ -1,6 +1,6 @@
 """Per-example preprocessing into model space (spec §2.6), as TensorFlow ops for tf.data pipelines.
 
-uint8 image → (optional grayscale) → (optional resize) → (v/255 − 0.5)/0.5, float32 HWC in [−1, 1].
+uint8 image → (grayscale) → (resize) → (v/255 − 0.5)/0.5: float32 HWC in [−1, 1].
 
 The resize is TensorFlow's antialiased bilinear, rounded back to integer levels as PIL would.
 torchvision's ``Resize`` on PIL images (the published pipeline) is PIL bilinear with antialias;
