@@ -14,9 +14,17 @@
 * ``threshold``: bisection for the k-th smallest value over the order-preserving uint32 image of
   the float32 bit pattern (32 passes in a ``fori_loop``, each one count), then a mask of the
   entries below it plus the first (lowest-index) entries equal to it, so exactly k are returned,
-  in increasing index order. Exact and sort-free.
+  in increasing index order (a prefix count runs only when the k-th value is tied). Exact and
+  sort-free; its cost hardly depends on k.
+
+Measured on this project's 2-core CPU (B = 16, N = 50000, float32; shared machine, indicative):
+k = 2500: exact ≈ 45–50 ms, approx ≈ 390–440 ms (full sort), bucket (r = 0.95, M = 48720) ≈ 48 ms
+at recall 0.999, threshold ≈ 50–60 ms; k = 5000: exact ≈ 75 ms, threshold ≈ 45 ms; k = 250:
+exact ≈ 9 ms, bucket (M = 4855) ≈ 3 ms at recall 0.98, threshold ≈ 39 ms.
 
 NaN scores are not supported (distances never produce them). -0.0 is treated as +0.0.
+``exact`` is the default everywhere: it is exact, compiles fastest and is the fastest on CPU
+for k up to a few thousand.
 """
 
 from __future__ import annotations
