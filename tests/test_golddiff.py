@@ -35,24 +35,28 @@ def _plan(stats, t, batch=8, **options):
   return golddiff.prepare(stats, schedules.alpha_bar(t), {**golddiff.OPTIONS, **options}, batch)
 
 
-def _exact(stats, t, x, mask_impl="dense"):
-  options = {**pca_locality.OPTIONS, "mask_threshold": THETA, "mask_impl": mask_impl}
+def _exact(stats, t, x, theta=THETA):
+  options = {**pca_locality.OPTIONS, "mask_threshold": theta, "mask_impl": "dense"}
   return _pca(stats, pca_locality.prepare(stats, schedules.alpha_bar(t), options, x.shape[0]), x)
 
 
 COMMON = dict(k_min=6, k_max=24, mask_threshold=THETA, low_res_dim=4, mask_impl="dense")
 
 
-@pytest.mark.parametrize("mask_impl", ["dense", "sparse"])
-def test_full_budget_equals_pca_locality(setup, mask_impl):
+@pytest.mark.parametrize("mask_impl, theta, timesteps", [
+    ("dense", THETA, (900, 300, 100)),
+    ("sparse", 0.3, (100,)),  # a mask sparse enough for the gather-sum form (≤ 7 inputs)
+])
+def test_full_budget_equals_pca_locality(setup, mask_impl, theta, timesteps):
   """k_min = k_max = N (so m_t = N) with exact selection reproduces the full-scan estimator."""
   stats = setup[0]
-  for t in (900, 300, 100):
+  for t in timesteps:
     x = _noisy(setup, t)
-    plan = _plan(stats, t, **{**COMMON, "k_min": N, "k_max": N, "mask_impl": mask_impl})
-    assert (plan.m, plan.k) == (N, N)
+    plan = _plan(stats, t, **{**COMMON, "k_min": N, "k_max": N, "mask_impl": mask_impl,
+                              "mask_threshold": theta})
+    assert (plan.m, plan.k, plan.locality.impl) == (N, N, mask_impl)
     got = _apply(stats, plan, x, jax.random.key(t))
-    np.testing.assert_allclose(got, _exact(stats, t, x), atol=5e-5, rtol=0)
+    np.testing.assert_allclose(got, _exact(stats, t, x, theta), atol=5e-5, rtol=0)
 
 
 def test_error_shrinks_as_k_grows(setup):
