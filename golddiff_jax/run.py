@@ -8,24 +8,30 @@
 4. write ``config.json``, ``samples.npz``, ``grid.png``, ``trajectory.png``, ``metrics.json``
    (written last: a run is finished when it exists) and append to ``log.txt``.
 
-Every file is written atomically. Bad input raises ValueError before anything is written.
+Every file is written atomically. Bad input raises ValueError: a bad config or workdir before
+anything is written, a data problem (e.g. a missing manual-download folder) before any result is
+(``log.txt`` records it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging as py_logging
+import logging
 import os
 import tempfile
 import time
 
 import jax
 import numpy as np
-from absl import logging
 
 import golddiff_jax as gd
 from golddiff_jax import budgets, outputs, run_config, schedules, stats as stats_lib
 from golddiff_jax import data as data_lib
+
+# The run's own messages: INFO and up reach log.txt (and stderr under absl) even when the
+# library is used without absl's app, whose flags set the default verbosity.
+log = logging.getLogger("golddiff_jax.run")
+log.setLevel(logging.INFO)
 
 
 def ensure_workdir(workdir: str) -> str:
@@ -42,9 +48,10 @@ def ensure_workdir(workdir: str) -> str:
 
 @contextlib.contextmanager
 def _log_to(path: str):
-  handler = py_logging.FileHandler(path, delay=True)
-  handler.setFormatter(py_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-  root = py_logging.getLogger()
+  handler = logging.FileHandler(path, delay=True)
+  handler.setLevel(logging.INFO)
+  handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  root = logging.getLogger()
   root.addHandler(handler)
   try:
     yield handler
@@ -55,7 +62,7 @@ def _log_to(path: str):
 
 def _fit(config) -> stats_lib.Stats:
   loaded = data_lib.load_images(config.data)
-  logging.info("loaded %d images of shape %s", loaded.images.shape[0], loaded.images.shape[1:])
+  log.info("loaded %d images of shape %s", loaded.images.shape[0], loaded.images.shape[1:])
   if config.stats.source == "database":
     return gd.fit(loaded.images, chunk_size=config.stats.chunk_size)
   # Spec §7 / Q-16: the database is this selection, μ, λ, V are the whole split's.
@@ -78,12 +85,12 @@ def fit_or_load_stats(config, workdir: str) -> tuple[stats_lib.Stats, dict]:
     try:
       stats = gd.load_stats(path)
       if tuple(stats.image_shape) == run_config.image_shape(config):
-        logging.info("reusing cached statistics %s (N=%d)", path, stats.num_images)
+        log.info("reusing cached statistics %s (N=%d)", path, stats.num_images)
         return stats, {**info, "stats_cached": True}
-      logging.warning("cached statistics %s have image shape %s; recomputing", path,
+      log.warning("cached statistics %s have image shape %s; recomputing", path,
                       stats.image_shape)
     except ValueError as e:
-      logging.warning("cached statistics unreadable (%s); recomputing", e)
+      log.warning("cached statistics unreadable (%s); recomputing", e)
   start = time.perf_counter()
   stats = _fit(config)
   info["fit_seconds"] = time.perf_counter() - start
@@ -110,7 +117,7 @@ def _sample(config, stats, options: dict) -> tuple[dict, np.ndarray]:
       outs.append(out)
       bar.update(steps)
       bar.set_postfix(batch=f"{b + 1}", step_s=f"{np.median(out.step_seconds):.3f}")
-      logging.info("batch %d: step seconds %s, compile seconds %.2f", b,
+      log.info("batch %d: step seconds %s, compile seconds %.2f", b,
                    np.round(out.step_seconds, 4).tolist(), float(out.compile_seconds.sum()))
   stacked = {
       "images": np.concatenate([o.images for o in outs]),
@@ -175,24 +182,25 @@ def run(config, workdir: str) -> dict:
   run_config.validate(config)
   workdir = ensure_workdir(workdir)
   is_main = jax.process_index() == 0
-  with _log_to(os.path.join(workdir, "log.txt")) if is_main else contextlib.nullcontext() as log:
+  log_file = _log_to(os.path.join(workdir, "log.txt")) if is_main else contextlib.nullcontext()
+  with log_file as handler:
     try:
       return _run(config, workdir, is_main)
     except ValueError as e:  # recorded in the log file only; the caller reports it
-      if log is not None:
-        log.handle(py_logging.makeLogRecord(
-            {"msg": f"run failed: {e}", "levelno": py_logging.ERROR, "levelname": "ERROR"}))
+      if handler is not None:
+        handler.handle(logging.makeLogRecord(
+            {"msg": f"run failed: {e}", "levelno": logging.ERROR, "levelname": "ERROR"}))
       raise
 
 
 def _run(config, workdir: str, is_main: bool) -> dict:
   options = run_config.method_options(config)
-  logging.info("run: method=%s dataset=%s workdir=%s", config.method, config.data.dataset,
+  log.info("run: method=%s dataset=%s workdir=%s", config.method, config.data.dataset,
                workdir)
   start = time.perf_counter()
   stats, info = fit_or_load_stats(config, workdir)
   setup_seconds = time.perf_counter() - start
-  logging.info("statistics: N=%d image_shape=%s %s (%.2f s)", stats.num_images,
+  log.info("statistics: N=%d image_shape=%s %s (%.2f s)", stats.num_images,
                stats.image_shape, info, setup_seconds)
   if is_main:
     outputs.write_json(os.path.join(workdir, "config.json"), config.to_dict())
@@ -222,7 +230,7 @@ def _run(config, workdir: str, is_main: bool) -> dict:
   if is_main:
     _write_results(config, workdir, stats, result, latents)
     outputs.write_json(os.path.join(workdir, "metrics.json"), metrics)
-  logging.info("done: median step %.4f s, compile %.2f s, sampling %.2f s; outputs in %s",
+  log.info("done: median step %.4f s, compile %.2f s, sampling %.2f s; outputs in %s",
                metrics["step_seconds_median"], metrics["compile_seconds_total"],
                sampling_seconds, workdir)
   return metrics
