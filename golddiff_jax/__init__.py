@@ -7,11 +7,12 @@
     out.images, out.x0_trajectory, out.timesteps, out.step_seconds
 """
 
+from golddiff_jax import diagnostics
 from golddiff_jax.api import denoise, fit, noise, sample
 from golddiff_jax.denoisers import METHODS
 from golddiff_jax.sampler import SampleOutput
 from golddiff_jax.stats import Stats, load as load_stats, save as save_stats
 
-__all__ = ["METHODS", "SampleOutput", "Stats", "denoise", "fit", "load_stats", "noise",
+__all__ = ["METHODS", "diagnostics", "SampleOutput", "Stats", "denoise", "fit", "load_stats", "noise",
            "sample", "save_stats"]
 __version__ = "0.1.0"

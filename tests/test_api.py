@@ -141,7 +141,7 @@ def test_bad_t(t):
     gd.denoise(_stats(), _x(), t, method="wiener")
 
 
-@pytest.mark.parametrize("theta", [-0.1, 1.0, 1.5, "0.1", None, float("nan")])
+@pytest.mark.parametrize("theta", [-0.1, 0.0, 1.0, 1.5, "0.1", None, True, float("nan")])
 def test_bad_mask_threshold(theta):
   def call(fn):
     with pytest.raises(ValueError, match="mask_threshold"):

@@ -35,6 +35,7 @@ MASK_IMPLS = ("auto", "dense", "bf16x3", "sparse")
 SOFTMAX_MODES = ("exact", "wssm")
 SPARSE_MAX_FRACTION = 0.005  # measured crossover on CPU, see docs/benchmarks.md
 _CHUNK_BYTES = 48 * 2**20
+_MAX_UNROLLED_SLOTS = 64
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -52,8 +53,9 @@ class Plan:
 
 def check_options(options: dict) -> None:
   theta = options["mask_threshold"]
-  if not isinstance(theta, (int, float)) or not 0.0 <= float(theta) < 1.0:
-    raise ValueError(f"mask_threshold must be in [0, 1), got {theta!r}")
+  if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0.0 < theta < 1.0:
+    raise ValueError(f"mask_threshold must be in (0, 1) (spec Q-10: θ = 0 would keep every "
+                     f"entry), got {theta!r}")
   if options["mask_impl"] not in MASK_IMPLS:
     raise ValueError(f"mask_impl must be one of {MASK_IMPLS}, got {options['mask_impl']!r}")
   if options["softmax"] not in SOFTMAX_MODES:
@@ -122,10 +124,18 @@ def masked_distance(delta: jax.Array, plan: Plan) -> jax.Array:
     return jnp.sum(jnp.matmul(parts, plan.mask, preferred_element_type=jnp.float32), axis=0)
   # Sparse: coordinate-major layout, so each list slot gathers whole contiguous rows of R values;
   # padding slots point at an appended zero row. One static gather per slot, no [R, D, P] tensor.
+  # Short lists are unrolled (fastest); long ones use a loop so compile time stays bounded.
   delta_t = jnp.concatenate([delta.T, jnp.zeros((1, delta.shape[0]), delta.dtype)])
+  slots = plan.index.shape[1]
+
+  def add_slot(p, dist_t):
+    return dist_t + jnp.take(delta_t, plan.index[:, p], axis=0)
+
+  if slots > _MAX_UNROLLED_SLOTS:
+    return jax.lax.fori_loop(0, slots, add_slot, jnp.zeros_like(delta_t[:-1])).T
   dist_t = jnp.take(delta_t, plan.index[:, 0], axis=0)
-  for p in range(1, plan.index.shape[1]):
-    dist_t = dist_t + jnp.take(delta_t, plan.index[:, p], axis=0)
+  for p in range(1, slots):
+    dist_t = add_slot(p, dist_t)
   return dist_t.T
 
 
