@@ -144,8 +144,12 @@ def _support(config, stats, latents, result) -> dict | None:
   rows = {"support_mean": [], "effective_size_mean": [], "max_weight_mean": []}
   for j, t in enumerate(result["timesteps"]):
     abar = schedules.alpha_bar(int(t))
-    found = diagnostics.posterior_support(stats, x, abar, temperature=temperature,
-                                          mass=float(config.diagnostics.mass))
+    try:
+      found = diagnostics.posterior_support(stats, x, abar, temperature=temperature,
+                                            mass=float(config.diagnostics.mass))
+    except (TypeError, ValueError) as e:  # an optional hook never fails the run
+      log.warning("posterior support diagnostics skipped: %s", e)
+      return None
     for name in ("support", "effective_size", "max_weight"):
       rows[f"{name}_mean"].append(float(np.mean(np.asarray(found[name]))))
     x0 = jax.numpy.asarray(result["x0_trajectory"][j, :n].reshape(n, -1))
