@@ -16,28 +16,18 @@ The images come from a manual folder (config.data.manual_dir); see golddiff_jax/
 
 import ml_collections
 
-from configs import common, default
+from configs import common
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, method="golddiff", published=False, samples=128, steps=10,
-                         subset=0)
-  config = default.get_config()
-  config.data.dataset = "afhq"
-  config.data.resolution = 64
-  config.data.subset_size = arg.subset or None
-  config.stats.chunk_size = 256
-  config.golden.k_min = 1000
-  config.golden.k_max = 2000
-  config.golden.low_res_dim = 16
-  config.denoiser.mask_threshold = 0.04
-  config.denoiser.temperature = 1.0
-  if arg.subset:
-    config.golden.k_min = config.golden.k_max = None
-  config.sampler.num_steps = arg.steps
-  config.sampler.num_samples = arg.samples
-  config.sampler.batch_size = 32  # global batch (the published comment's value)
-  config.seed = 7
-  common.use_method(config, arg.method, pca_threshold=0.02, pca_wssm_chunk=256,
-                    published=arg.published)
-  return config
+  # global batch: the published comment's value.
+  return common.dataset_config(
+      arg,
+      dataset="afhq",
+      resolution=64,
+      k_min=1000,
+      k_max=2000,
+      mask_threshold=0.04,
+      batch_size=32,
+      pca_threshold=0.02,
+      pca_wssm_chunk=256)

@@ -55,3 +55,34 @@ def use_method(config: ml_collections.ConfigDict, method: str, *, pca_threshold:
     config.denoiser.wssm_chunk = pca_wssm_chunk
     if published:
       config.denoiser.softmax = "wssm"
+
+
+def dataset_config(arg: str | None, *, dataset: str, k_min: int, k_max: int,
+                   mask_threshold: float, batch_size: int, pca_threshold: float,
+                   pca_wssm_chunk: int, resolution: int | None = None,
+                   stats_chunk_size: int = 256) -> ml_collections.ConfigDict:
+  """The default config with one dataset's published settings (spec §6) and ``arg`` applied.
+
+  ``arg`` keys: method, published, samples, steps, subset (the first n images; 0 = the whole
+  split; a subset scales the budgets with N as round(N/20), round(N/10)).
+  """
+  from configs import default  # pylint: disable=g-import-not-at-top (default imports common)
+
+  arg = parse_arg(arg, method="golddiff", published=False, samples=128, steps=10, subset=0)
+  config = default.get_config()
+  config.data.dataset = dataset
+  if resolution is not None:
+    config.data.resolution = resolution
+  config.data.subset_size = arg.subset or None
+  config.stats.chunk_size = stats_chunk_size
+  config.golden.k_min, config.golden.k_max = (None, None) if arg.subset else (k_min, k_max)
+  config.golden.low_res_dim = 16
+  config.denoiser.mask_threshold = mask_threshold
+  config.denoiser.temperature = 1.0
+  config.sampler.num_steps = arg.steps
+  config.sampler.num_samples = arg.samples
+  config.sampler.batch_size = batch_size
+  config.seed = 7
+  use_method(config, arg.method, pca_threshold=pca_threshold, pca_wssm_chunk=pca_wssm_chunk,
+             published=arg.published)
+  return config

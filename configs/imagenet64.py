@@ -18,27 +18,18 @@ from a manual folder (config.data.manual_dir); see golddiff_jax/data/datasets.py
 
 import ml_collections
 
-from configs import common, default
+from configs import common
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, method="golddiff", published=False, samples=128, steps=10,
-                         subset=0)
-  config = default.get_config()
-  config.data.dataset = "imagenet64"
-  config.data.subset_size = arg.subset or None
-  config.stats.chunk_size = 128
-  config.golden.k_min = 10000
-  config.golden.k_max = 20000
-  config.golden.low_res_dim = 16
-  config.denoiser.mask_threshold = 0.02
-  config.denoiser.temperature = 1.0
-  if arg.subset:
-    config.golden.k_min = config.golden.k_max = None
-  config.sampler.num_steps = arg.steps
-  config.sampler.num_samples = arg.samples
-  config.sampler.batch_size = 64  # global batch (the published default)
-  config.seed = 7
-  common.use_method(config, arg.method, pca_threshold=0.02, pca_wssm_chunk=256,
-                    published=arg.published)
-  return config
+  # global batch: the published default.
+  return common.dataset_config(
+      arg,
+      dataset="imagenet64",
+      k_min=10000,
+      k_max=20000,
+      mask_threshold=0.02,
+      batch_size=64,
+      pca_threshold=0.02,
+      pca_wssm_chunk=256,
+      stats_chunk_size=128)

@@ -14,27 +14,17 @@ scales the budgets with N: k_min, k_max = round(N/20), round(N/10)).
 
 import ml_collections
 
-from configs import common, default
+from configs import common
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, method="golddiff", published=False, samples=128, steps=10,
-                         subset=0)
-  config = default.get_config()
-  config.data.dataset = "mnist"
-  config.data.subset_size = arg.subset or None
-  config.stats.chunk_size = 256
-  config.golden.k_min = 3000
-  config.golden.k_max = 6000
-  config.golden.low_res_dim = 16
-  config.denoiser.mask_threshold = 0.02
-  config.denoiser.temperature = 1.0
-  if arg.subset:
-    config.golden.k_min = config.golden.k_max = None
-  config.sampler.num_steps = arg.steps
-  config.sampler.num_samples = arg.samples
-  config.sampler.batch_size = 64  # global batch (the published default)
-  config.seed = 7
-  common.use_method(config, arg.method, pca_threshold=0.005, pca_wssm_chunk=512,
-                    published=arg.published)
-  return config
+  # global batch: the published default.
+  return common.dataset_config(
+      arg,
+      dataset="mnist",
+      k_min=3000,
+      k_max=6000,
+      mask_threshold=0.02,
+      batch_size=64,
+      pca_threshold=0.005,
+      pca_wssm_chunk=512)

@@ -10,8 +10,6 @@ channel-major results exactly.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from typing import Any
 
@@ -21,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from golddiff_jax import validation
+from golddiff_jax.atomic import atomic_write
 
 _STATS_FORMAT_VERSION = 1
 
@@ -105,20 +104,10 @@ def from_arrays(flat, mean, eigvals, eigvecs, image_shape) -> Stats:
 
 def save(stats: Stats, path: str) -> None:
   """Writes `stats` to ``path`` (a .npz file) atomically: temp file, then rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
   arrays = {k: np.asarray(getattr(stats, k))
             for k in ("database", "mean", "eigvals", "eigvecs")}
   meta = {"version": _STATS_FORMAT_VERSION, "image_shape": list(stats.image_shape)}
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      np.savez(f, meta=np.asarray(json.dumps(meta)), **arrays)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  atomic_write(path, lambda f: np.savez(f, meta=np.asarray(json.dumps(meta)), **arrays))
 
 
 def load(path: str) -> Stats:

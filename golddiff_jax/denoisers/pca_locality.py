@@ -15,8 +15,8 @@ The contraction over n is the hot spot, O(B·N·D·nnz/D). It has three exact im
   coordinate-major layout so that every gather moves whole contiguous rows; it wins when the mask
   is very sparse (late steps).
 
-``auto`` picks ``sparse`` when the widest mask column holds at most ``SPARSE_MAX_FRACTION`` of D,
-otherwise ``dense``.
+``auto`` picks ``dense`` unless the D×D float32 mask would exceed ``DENSE_MASK_MAX_BYTES`` (then
+``sparse``): measured on CPU, the gather-sum never beat the GEMM (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ OPTIONS = {"mask_threshold": 0.05, "temperature": 1.0, "softmax": "exact",
            "wssm_chunk": 512, "mask_impl": "auto", "chunk_size": None}
 MASK_IMPLS = ("auto", "dense", "bf16x3", "sparse")
 SOFTMAX_MODES = ("exact", "wssm")
-SPARSE_MAX_FRACTION = 0.06  # measured crossover on CPU, see docs/benchmarks.md
+DENSE_MASK_MAX_BYTES = 2 * 2**30  # above this a [D, D] float32 mask is held as index lists
 _CHUNK_BYTES = 48 * 2**20
 _SLOT_GROUP = 32
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -64,21 +64,22 @@ def check_options(options: dict) -> None:
     raise ValueError(f"wssm_chunk must be >= 1, got {options['wssm_chunk']}")
 
 
-def choose_impl(requested: str, column_max: int, dim: int) -> str:
-  """Resolves ``auto``: the gather-sum pays only for very sparse masks, and only on CPU."""
+def choose_impl(requested: str, dim: int) -> str:
+  """Resolves ``auto``: the dense GEMM unless the D×D mask would not fit in memory.
+
+  Measured on CPU (docs/benchmarks.md): the gather-sum is no faster than the dense GEMM even at
+  0.6% density once it is fused into the softmax, so it is chosen only for memory.
+  """
   if requested != "auto":
     return requested
-  if jax.default_backend() == "cpu" and column_max <= SPARSE_MAX_FRACTION * dim:
-    return "sparse"
-  return "dense"
+  return "sparse" if 4 * dim * dim > DENSE_MASK_MAX_BYTES else "dense"
 
 
 def build_plan(mask: jax.Array, abar: float, options: dict, batch: int) -> Plan:
   """Packs a dense 0/1 mask [D, D] into the form ``options['mask_impl']`` asks for."""
   dim = mask.shape[0]
   host = np.asarray(mask)
-  column_max = int((host != 0).sum(axis=0).max())
-  impl = choose_impl(options["mask_impl"], column_max, dim)
+  impl = choose_impl(options["mask_impl"], dim)
   dense = index = None
   if impl == "sparse":
     host_index, host_valid = masks.sparse_form(host)
@@ -92,7 +93,7 @@ def build_plan(mask: jax.Array, abar: float, options: dict, batch: int) -> Plan:
   elif options["chunk_size"]:
     chunk = int(options["chunk_size"])
   else:
-    # Bytes per database row held at once: delta, distances and weights, or the gathered lists.
+    # Bytes per database row held at once: delta, distances, logits and weights.
     per_row = 4 * batch * dim * 4
     chunk = int(np.clip(_CHUNK_BYTES // per_row, 1, 512))
   return Plan(abar=jnp.float32(abar), mask=dense, index=index, impl=impl,
@@ -135,12 +136,11 @@ def masked_distance(delta: jax.Array, plan: Plan) -> jax.Array:
     return dist_t
 
   slots = plan.index.shape[1]
-  if slots <= _SLOT_GROUP:
-    return gather_sum(plan.index).T
-  groups = -(-slots // _SLOT_GROUP)
-  index = jnp.pad(plan.index, ((0, 0), (0, groups * _SLOT_GROUP - slots)),
+  group = min(slots, _SLOT_GROUP)
+  groups = -(-slots // group)
+  index = jnp.pad(plan.index, ((0, 0), (0, groups * group - slots)),
                   constant_values=delta.shape[1])
-  index = index.reshape(index.shape[0], groups, _SLOT_GROUP).transpose(1, 0, 2)
+  index = index.reshape(index.shape[0], groups, group).transpose(1, 0, 2)
 
   def body(dist_t, group_index):
     return dist_t + gather_sum(group_index), None
