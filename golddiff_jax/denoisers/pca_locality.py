@@ -78,11 +78,10 @@ def choose_impl(requested: str, dim: int) -> str:
 def build_plan(mask: jax.Array, abar: float, options: dict, batch: int) -> Plan:
   """Packs a dense 0/1 mask [D, D] into the form ``options['mask_impl']`` asks for."""
   dim = mask.shape[0]
-  host = np.asarray(mask)
   impl = choose_impl(options["mask_impl"], dim)
   dense = index = None
-  if impl == "sparse":
-    host_index, host_valid = masks.sparse_form(host)
+  if impl == "sparse":  # index lists are built on the host; the dense forms stay on device
+    host_index, host_valid = masks.sparse_form(np.asarray(mask))
     index = jnp.asarray(np.where(host_valid, host_index, dim))  # padding → the zero row
   elif impl == "bf16x3":
     dense = jnp.asarray(mask, jnp.bfloat16)
