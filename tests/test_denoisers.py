@@ -267,3 +267,18 @@ def test_pca_locality_threshold_option(theta):
   np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
   default = ref.pca_locality(_db(name), x_t, ref.ABAR[t], _mask(name, t))
   assert np.abs(default - want).max() > 1e-3
+
+
+def test_auto_mask_impl_is_dense_unless_the_mask_is_too_large(monkeypatch):
+  """`auto` keeps the dense GEMM (the measured winner on CPU) and switches to the index-list form
+  only when a [D, D] float32 mask would exceed DENSE_MASK_MAX_BYTES."""
+  pca_locality = pca_mod
+  assert pca_locality.choose_impl("auto", 3072) == "dense"
+  for impl in ("dense", "bf16x3", "sparse"):
+    assert pca_locality.choose_impl(impl, 3072) == impl
+  monkeypatch.setattr(pca_locality, "DENSE_MASK_MAX_BYTES", 4 * 100 * 100 - 1)
+  assert pca_locality.choose_impl("auto", 100) == "sparse"
+  assert pca_locality.choose_impl("auto", 99) == "dense"
+  mask = np.eye(100, dtype=np.float32)
+  plan = pca_locality.build_plan(mask, 0.5, dict(pca_locality.OPTIONS), batch=2)
+  assert plan.impl == "sparse" and plan.mask is None and plan.index.shape == (100, 1)
