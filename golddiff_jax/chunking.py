@@ -17,20 +17,27 @@ from golddiff_jax import softmax
 LogitsFn = Callable[[jax.Array], jax.Array]  # chunk [c, D] -> logits [B, c, K]
 
 
-def split_chunks(database: jax.Array, chunk_size: int) -> tuple[jax.Array, jax.Array]:
-  """[N, D] → chunks [n, c, D] and validity [n, c] (padding rows at the end)."""
+def split_chunks(database: jax.Array, chunk_size: int,
+                 row_valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """[N, D] → chunks [n, c, D] and validity [n, c] (padding rows at the end).
+
+  ``row_valid`` [N] marks rows that hold images (e.g. not a sharded database's padding).
+  """
   n, d = database.shape
   num_chunks = -(-n // chunk_size)
   pad = num_chunks * chunk_size - n
   padded = jnp.pad(database, ((0, pad), (0, 0)))
   valid = jnp.arange(num_chunks * chunk_size) < n
+  if row_valid is not None:
+    valid = valid & jnp.pad(row_valid, (0, pad))
   return (padded.reshape(num_chunks, chunk_size, d),
           valid.reshape(num_chunks, chunk_size))
 
 
 def softmax_average(database: jax.Array, logits_fn: LogitsFn, *, batch: int,
                     num_softmaxes: int, chunk_size: int, mode: str = "exact",
-                    state: softmax.SoftmaxState | None = None) -> softmax.SoftmaxState:
+                    state: softmax.SoftmaxState | None = None,
+                    row_valid: jax.Array | None = None) -> softmax.SoftmaxState:
   """Σ_i softmax_i(logits) · x_i over every database row, chunk by chunk.
 
   Args:
@@ -40,12 +47,13 @@ def softmax_average(database: jax.Array, logits_fn: LogitsFn, *, batch: int,
     chunk_size: rows per chunk (memory only in exact mode; the WSSM chunk in wssm mode).
     mode: "exact" or "wssm".
     state: an accumulator to continue from (e.g. another shard's).
+    row_valid: optional [N] bool; rows marked False carry no weight (a shard's padding).
 
   Returns:
     The accumulator state; `softmax.finalize` turns it into [B, D].
   """
   update = {"exact": softmax.update_exact, "wssm": softmax.update_wssm}[mode]
-  chunks, valid = split_chunks(database, min(chunk_size, database.shape[0]))
+  chunks, valid = split_chunks(database, min(chunk_size, database.shape[0]), row_valid)
   if state is None:
     state = softmax.init(batch, num_softmaxes, database.shape[1], database.dtype)
 

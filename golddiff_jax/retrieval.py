@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from golddiff_jax import select as select_lib
+from golddiff_jax import select as select_lib, sharding
 
 HIGHEST = jax.lax.Precision.HIGHEST
 POOL_STREAM = 0x601D  # fold-in tags separating GoldDiff's random streams within a step key
@@ -109,16 +109,17 @@ def running_smallest(score_fn: ScoreFn, n: int, k: int, batch: int, *, chunk: in
   return values, index
 
 
-def coarse_screen(proxy_db: jax.Array, proxy_sq: jax.Array, x_proxy: jax.Array, a: jax.Array,
-                  pool: jax.Array | None, k: int, *, scale: float = 1.0, chunk: int,
-                  method: str = "exact", recall_target: float = 0.95) -> jax.Array:
-  """[B, k] int32: the k pool members with the smallest proxy distance (spec §5.2 step 7).
+def coarse_candidates(proxy_db: jax.Array, proxy_sq: jax.Array, x_proxy: jax.Array,
+                      a: jax.Array, pool: jax.Array | None, k: int, *, scale: float = 1.0,
+                      chunk: int, method: str = "exact", recall_target: float = 0.95
+                      ) -> tuple[jax.Array, jax.Array]:
+  """(distances [B, k], row indices [B, k] int32): the k pool members nearest in proxy space.
 
   Args:
     proxy_db: [N, d_p] proxy database P(X); proxy_sq: [N] its squared norms.
     x_proxy: [B, d_p] P(x_t).
     a: √ᾱ_t.
-    pool: [B, N] bool pool mask, or None for the whole database.
+    pool: [B, N] bool pool mask, or None for the whole database. Rows outside get +inf.
     k: survivors to keep (k_max).
     scale: proxy distance scale (ρ for the "repeat" ablation).
   """
@@ -135,9 +136,17 @@ def coarse_screen(proxy_db: jax.Array, proxy_sq: jax.Array, x_proxy: jax.Array, 
       return dist
     return jnp.where(jax.lax.dynamic_slice_in_dim(pool, start, size, axis=1), dist, jnp.inf)
 
-  _, index = running_smallest(score_fn, n, k, batch, chunk=chunk, method=method,
-                              recall_target=recall_target)
-  return index
+  return running_smallest(score_fn, n, k, batch, chunk=chunk, method=method,
+                          recall_target=recall_target)
+
+
+def coarse_screen(proxy_db: jax.Array, proxy_sq: jax.Array, x_proxy: jax.Array, a: jax.Array,
+                  pool: jax.Array | None, k: int, *, scale: float = 1.0, chunk: int,
+                  method: str = "exact", recall_target: float = 0.95) -> jax.Array:
+  """[B, k] int32: the k pool members with the smallest proxy distance (spec §5.2 step 7);
+  arguments as `coarse_candidates`."""
+  return coarse_candidates(proxy_db, proxy_sq, x_proxy, a, pool, k, scale=scale, chunk=chunk,
+                           method=method, recall_target=recall_target)[1]
 
 
 def fine_distances(database: jax.Array, sq_norms: jax.Array, x_t: jax.Array, a: jax.Array,
@@ -182,3 +191,47 @@ def golden_subset(database: jax.Array, sq_norms: jax.Array, proxy_db: jax.Array,
                              recall_target=recall_target)
   return fine_select(database, sq_norms, x_t, a, candidates, k, chunk=fine_chunk,
                      method=method, recall_target=recall_target)
+
+
+# ---- sharded database (inside `jax.shard_map`; see `golddiff_jax.sharding`) ------------------
+
+def pool_bits(key: jax.Array, batch: int, num_rows: int, num_valid: int) -> jax.Array:
+  """[B, num_rows] uint32 pool keys of `pool_mask`, with padding rows (≥ num_valid) at the maximum.
+
+  Row i's key is the same for any num_rows ≥ i (counter-based threefry), so a database padded for
+  any device count draws the same pool as the unpadded one.
+  """
+  bits = _random_bits(key, batch, num_rows, POOL_STREAM)
+  return jnp.where(jnp.arange(num_rows) < num_valid, bits, jnp.uint32(0xFFFFFFFF))
+
+
+def golden_subset_shard(database: jax.Array, sq_norms: jax.Array, proxy_db: jax.Array,
+                        proxy_sq: jax.Array, x_t: jax.Array, x_proxy: jax.Array, a: jax.Array,
+                        bits: jax.Array | None, *, num_valid: int, m: int, k: int,
+                        survivors: int, scale: float = 1.0, coarse_chunk: int, fine_chunk: int,
+                        method: str = "exact", recall_target: float = 0.95) -> jax.Array:
+  """`golden_subset` on one shard of the rows; every shard returns the same global S_t [B, k].
+
+  The pool is the global m smallest of ``bits`` (this shard's columns of `pool_bits`; None when
+  m ≥ N). Each shard screens its own rows, keeps its best survivors with their global indices and
+  their full-resolution distances (it holds those rows), and `sharding.merge_smallest` picks the
+  global survivors; the k nearest of them in L2 form the subset, as on one device.
+  """
+  num_local = database.shape[0]
+  offset, valid = sharding.local_rows(num_local, num_valid)
+  batch = x_t.shape[0]
+  if bits is None:
+    pool = jnp.broadcast_to(valid, (batch, num_local))
+  else:
+    pool = sharding.smallest_mask(bits, m)
+  keep = min(survivors, m)
+  values, local = coarse_candidates(proxy_db, proxy_sq, x_proxy, a, pool, min(keep, num_local),
+                                    scale=scale, chunk=coarse_chunk, method=method,
+                                    recall_target=recall_target)
+  fine = fine_distances(database, sq_norms, x_t, a, local, chunk=fine_chunk)
+  fine = jnp.where(jnp.isfinite(values), fine, jnp.inf)
+  _, index, fine = sharding.merge_smallest(values, local + offset, keep, extra=(fine,))
+  if k >= keep:
+    return index
+  _, pos = select_lib.select(fine, k, method=method, recall_target=recall_target)
+  return jnp.take_along_axis(index, pos, axis=1)

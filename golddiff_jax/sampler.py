@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from golddiff_jax import schedules
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from golddiff_jax import schedules, sharding, stats as stats_lib
 from golddiff_jax.denoisers import METHODS
 from golddiff_jax.stats import Stats
 
@@ -52,16 +54,37 @@ def _memory_bytes(compiled) -> int:
     return -1
 
 
-@functools.partial(jax.jit, static_argnames=("method",))
+def _apply(stats: Stats, plan, x_t: jax.Array, key: jax.Array, method: str, mesh):
+  module = METHODS[method]
+  if mesh is None:
+    return module.apply(stats, plan, x_t, key)
+  return module.apply_sharded(stats, plan, x_t, key, mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "mesh"))
 def _step(stats: Stats, plan, x_t: jax.Array, abar_prev: jax.Array, key: jax.Array, *,
-          method: str):
-  x0 = METHODS[method].apply(stats, plan, x_t, key)
+          method: str, mesh=None):
+  x0 = _apply(stats, plan, x_t, key, method, mesh)
   return schedules.ddim_step(x_t, x0, plan.abar, abar_prev), x0
 
 
-@functools.partial(jax.jit, static_argnames=("method",))
-def _denoise(stats: Stats, plan, x_t: jax.Array, key: jax.Array, *, method: str):
-  return METHODS[method].apply(stats, plan, x_t, key)
+@functools.partial(jax.jit, static_argnames=("method", "mesh"))
+def _denoise(stats: Stats, plan, x_t: jax.Array, key: jax.Array, *, method: str, mesh=None):
+  return _apply(stats, plan, x_t, key, method, mesh)
+
+
+def _place(stats: Stats, method: str, timesteps, options: dict, x: jax.Array, mesh):
+  """Shards the stats, prepares the run's plans and places plans and queries on ``mesh``."""
+  if mesh is None:
+    return stats, prepare_plans(stats, method, timesteps, options, x.shape[0]), x
+  stats = stats_lib.shard(stats, mesh)
+  plans = prepare_plans(stats, method, timesteps, options, x.shape[0])
+  module = METHODS[method]
+  specs = getattr(module, "plan_specs", sharding.replicated_specs)
+  plans = [jax.device_put(plan, jax.tree.map(lambda spec: NamedSharding(mesh, spec),
+                                             specs(plan), is_leaf=lambda v: isinstance(v, P)))
+           for plan in plans]
+  return stats, plans, jax.device_put(x, NamedSharding(mesh, sharding.batch_spec(mesh)))
 
 
 def prepare_plans(stats: Stats, method: str, timesteps, options: dict, batch: int) -> list:
@@ -78,26 +101,25 @@ def prepare_plans(stats: Stats, method: str, timesteps, options: dict, batch: in
 
 
 def denoise_flat(stats: Stats, x_t: jax.Array, t: int, method: str, key: jax.Array,
-                 options: dict) -> jax.Array:
-  """One x̂_0 prediction for flattened x_t [B, D] at timestep t."""
-  plan = prepare_plans(stats, method, [t], options, x_t.shape[0])[0]
-  return _denoise(stats, plan, x_t, key, method=method)
+                 options: dict, mesh=None) -> jax.Array:
+  """One x̂_0 prediction for flattened x_t [B, D] at timestep t (sharded over ``mesh``)."""
+  stats, plans, x_t = _place(stats, method, [t], options, x_t, mesh)
+  return _denoise(stats, plans[0], x_t, key, method=method, mesh=mesh)
 
 
 def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
-                key: jax.Array, options: dict) -> SampleOutput:
+                key: jax.Array, options: dict, mesh=None) -> SampleOutput:
   """Runs the sampler on flattened latents [B, D]; see `golddiff_jax.sample`."""
   timesteps = schedules.ddim_timesteps(num_steps)
   batch = latents.shape[0]
-  plans = prepare_plans(stats, method, timesteps, options, batch)
-  x = latents
+  stats, plans, x = _place(stats, method, timesteps, options, latents, mesh)
   trajectory, step_seconds, compile_seconds, step_bytes = [], [], [], []
   for j, (t, plan) in enumerate(zip(timesteps, plans)):
     abar_prev = jnp.float32(schedules.alpha_bar_prev(t, num_steps))
     step_key = jax.random.fold_in(key, j)
     args = (stats, plan, x, abar_prev, step_key)
     start = time.perf_counter()
-    compiled = _step.lower(*args, method=method).compile()
+    compiled = _step.lower(*args, method=method, mesh=mesh).compile()
     compile_seconds.append(time.perf_counter() - start)
     step_bytes.append(_memory_bytes(compiled))
     start = time.perf_counter()

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from golddiff_jax import validation
+from golddiff_jax import sharding, validation
 from golddiff_jax.atomic import atomic_write
 
 _STATS_FORMAT_VERSION = 1
@@ -35,6 +35,8 @@ class Stats:
     eigvals: [D] float32 covariance eigenvalues λ (ascending, clipped at 0).
     eigvecs: [D, D] float32 eigenvectors V (columns), S = V diag(λ) Vᵀ.
     image_shape: static (H, W, C).
+    num_valid: static N when ``database`` is padded (sharded over a mesh: rows ≥ N are zero
+      padding, see `golddiff_jax.sharding`); None when every row is an image.
   """
   database: jax.Array
   sq_norms: jax.Array
@@ -42,10 +44,22 @@ class Stats:
   eigvals: jax.Array
   eigvecs: jax.Array
   image_shape: tuple[int, int, int] = flax.struct.field(pytree_node=False)
+  num_valid: int | None = flax.struct.field(pytree_node=False, default=None)
 
   @property
   def num_images(self) -> int:
-    return int(self.database.shape[0])
+    """N, the number of images (padding rows of a sharded database excluded)."""
+    return int(self.database.shape[0] if self.num_valid is None else self.num_valid)
+
+  @property
+  def images(self) -> jax.Array:
+    """The database without padding rows [N, D]."""
+    return self.database if self.num_valid is None else self.database[:self.num_valid]
+
+  @property
+  def mesh(self):
+    """The mesh the database is sharded on (None: not sharded)."""
+    return sharding.mesh_of(self.database)
 
   @property
   def dim(self) -> int:
@@ -67,12 +81,14 @@ def _moments(flat: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray]
   return mean, cov
 
 
-def fit(images: Any, *, chunk_size: int = 1024) -> Stats:
+def fit(images: Any, *, chunk_size: int = 1024, mesh=None) -> Stats:
   """Computes the statistics of a set of images.
 
   Args:
     images: [N, H, W, C] array (NumPy or JAX) with values in [-1, 1], N ≥ 2.
     chunk_size: rows per streamed chunk of the float64 accumulation (memory only).
+    mesh: optional `jax.sharding.Mesh`: the database goes straight from the host to its shards
+      along the mesh's ``data`` axis (never whole onto one device); see `shard`.
 
   Returns:
     A `Stats` pytree.
@@ -85,27 +101,43 @@ def fit(images: Any, *, chunk_size: int = 1024) -> Stats:
   mean, cov = _moments(flat, chunk_size)
   eigvals, eigvecs = np.linalg.eigh(cov)
   eigvals = np.clip(eigvals, 0.0, None)
-  return from_arrays(flat, mean, eigvals, eigvecs, (h, w, c))
+  return from_arrays(flat, mean, eigvals, eigvecs, (h, w, c), mesh=mesh)
 
 
-def from_arrays(flat, mean, eigvals, eigvecs, image_shape) -> Stats:
-  """Builds `Stats` from host arrays (float32 on device)."""
+def from_arrays(flat, mean, eigvals, eigvecs, image_shape, *, mesh=None) -> Stats:
+  """Builds `Stats` from host arrays (float32 on device; sharded on ``mesh`` if given)."""
   flat = np.asarray(flat, np.float32)
-  return Stats(
-      database=jnp.asarray(flat),
-      sq_norms=jnp.asarray(np.einsum("nd,nd->n", flat, flat, dtype=np.float64)
-                           .astype(np.float32)),
-      mean=jnp.asarray(np.asarray(mean, np.float32)),
-      eigvals=jnp.asarray(np.asarray(eigvals, np.float32)),
-      eigvecs=jnp.asarray(np.asarray(eigvecs, np.float32)),
-      image_shape=tuple(int(v) for v in image_shape),
-  )
+  sq_norms = np.einsum("nd,nd->n", flat, flat, dtype=np.float64).astype(np.float32)
+  small = [np.asarray(a, np.float32) for a in (mean, eigvals, eigvecs)]
+  image_shape = tuple(int(v) for v in image_shape)
+  if mesh is None:
+    return Stats(jnp.asarray(flat), jnp.asarray(sq_norms), *map(jnp.asarray, small),
+                 image_shape=image_shape)
+  sharding.check_mesh(mesh)
+  everywhere = sharding.replicated(mesh)
+  return Stats(sharding.put_rows(flat, mesh), sharding.put_rows(sq_norms, mesh),
+               *(jax.device_put(a, everywhere) for a in small), image_shape=image_shape,
+               num_valid=flat.shape[0])
+
+
+def shard(stats: Stats, mesh) -> Stats:
+  """``stats`` with the database (and its norms) sharded along N over ``mesh``'s ``data`` axis,
+  zero-padded at the end to a multiple of the axis size; the rest replicated. A no-op when the
+  stats already live on ``mesh``."""
+  sharding.check_mesh(mesh)
+  if stats.mesh == mesh and stats.num_valid is not None:
+    return stats
+  everywhere = sharding.replicated(mesh)
+  return Stats(sharding.put_rows(stats.images, mesh), sharding.put_rows(stats.sq_norms[
+      :stats.num_images], mesh), *(jax.device_put(getattr(stats, k), everywhere)
+                                    for k in ("mean", "eigvals", "eigvecs")),
+               image_shape=stats.image_shape, num_valid=stats.num_images)
 
 
 def save(stats: Stats, path: str) -> None:
   """Writes `stats` to ``path`` (a .npz file) atomically: temp file, then rename."""
-  arrays = {k: np.asarray(getattr(stats, k))
-            for k in ("database", "mean", "eigvals", "eigvecs")}
+  arrays = {k: np.asarray(getattr(stats, k)) for k in ("mean", "eigvals", "eigvecs")}
+  arrays["database"] = np.asarray(stats.images)
   meta = {"version": _STATS_FORMAT_VERSION, "image_shape": list(stats.image_shape)}
   atomic_write(path, lambda f: np.savez(f, meta=np.asarray(json.dumps(meta)), **arrays))
 

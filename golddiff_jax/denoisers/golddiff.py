@@ -35,8 +35,10 @@ import numbers
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
-from golddiff_jax import budgets as budgets_lib, masks, retrieval, select as select_lib, softmax
+from golddiff_jax import (budgets as budgets_lib, masks, retrieval, select as select_lib, sharding,
+                          softmax)
 from golddiff_jax.denoisers import pca_locality
 from golddiff_jax.stats import Stats
 
@@ -151,12 +153,23 @@ def _proxy_rows(database, start, *, size, image_shape, kind):
 
 
 def build_proxy(stats: Stats, kind: tuple) -> tuple[jax.Array | None, jax.Array | None]:
-  """(P(X) [N, d_p], ‖P(x_i)‖² [N]) computed once on device in row blocks of equal size."""
+  """(P(X) [N, d_p], ‖P(x_i)‖² [N]) computed once on device in row blocks of equal size.
+
+  A sharded database gives a proxy database sharded the same way (computed shard by shard).
+  """
   if kind[0] == "identity":
     return None, None
-  n = stats.num_images
+  n = stats.database.shape[0]
   growth = kind[1] ** 2 if kind[0] == "bilinear" else 1
   size = min(n, max(1, _SCAN_BYTES // (4 * stats.dim * growth)))
+  if stats.mesh is not None:
+    def local(rows):
+      one = lambda row: proxy_transform(row[None], stats.image_shape, kind)[0]
+      proxy = jax.lax.map(one, rows, batch_size=min(size, rows.shape[0]))
+      return proxy, _sq_norms(proxy)
+    data = P(sharding.DATA)
+    return jax.jit(jax.shard_map(local, mesh=stats.mesh, in_specs=data,
+                                 out_specs=(data, data)))(stats.database)
   starts = [min(s, n - size) for s in range(0, n, size)]  # equal blocks: one compile
   parts = [_proxy_rows(stats.database, s, size=size, image_shape=stats.image_shape, kind=kind)
            for s in starts]
@@ -207,21 +220,45 @@ def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
   return prepare_run(stats, [abar], options, batch)[0]
 
 
+def _proxy_inputs(stats: Stats, plan: Plan, x_t: jax.Array) -> tuple:
+  """(proxy rows, their squared norms, P(x_t), distance scale) for the coarse screen."""
+  if plan.proxy[0] == "identity":
+    return stats.database, stats.sq_norms, x_t, plan.proxy[1]
+  return plan.proxy_db, plan.proxy_sq, proxy_transform(x_t, stats.image_shape, plan.proxy), 1.0
+
+
 def golden_subset(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array) -> jax.Array:
   """S_t [B, k_t] int32: the golden subset of every sample (spec §5.2 steps 5–8)."""
   batch = x_t.shape[0]
   if plan.random_retrieval:
     return retrieval.random_subset(key, batch, stats.num_images, plan.k)
   a = jnp.sqrt(plan.abar)
-  if plan.proxy[0] == "identity":
-    proxy_db, proxy_sq, x_proxy, scale = stats.database, stats.sq_norms, x_t, plan.proxy[1]
-  else:
-    proxy_db, proxy_sq, scale = plan.proxy_db, plan.proxy_sq, 1.0
-    x_proxy = proxy_transform(x_t, stats.image_shape, plan.proxy)
+  proxy_db, proxy_sq, x_proxy, scale = _proxy_inputs(stats, plan, x_t)
   return retrieval.golden_subset(
       stats.database, stats.sq_norms, proxy_db, proxy_sq, x_t, x_proxy, a, key, m=plan.m,
       k=plan.k, survivors=plan.survivors, scale=float(scale), coarse_chunk=plan.coarse_chunk,
       fine_chunk=plan.fine_chunk, method=plan.select, recall_target=plan.recall_target)
+
+
+def _fold_rows(state: softmax.SoftmaxState, rows: jax.Array, valid: jax.Array, x_t: jax.Array,
+               locality: pca_locality.Plan) -> softmax.SoftmaxState:
+  """Folds per-sample candidate rows [B, c, D] (``valid`` [B, c]) into a per-sample state."""
+  batch, chunk, dim = rows.shape
+  a = jnp.sqrt(locality.abar)
+  scale = -0.5 / ((1.0 - locality.abar) * locality.temperature)
+  diff = x_t[:, None, :] - a * rows
+  dist = pca_locality.masked_distance((diff * diff).reshape(batch * chunk, dim), locality)
+  logits = jnp.where(valid[:, :, None], scale * dist.reshape(batch, chunk, dim), -jnp.inf)
+  # Per-sample values: state [B, 1, ·], logits [B, 1, c, D].
+  return jax.vmap(softmax.update_exact)(state, logits[:, None], rows)
+
+
+def _init_state(batch: int, dim: int) -> softmax.SoftmaxState:
+  return softmax.SoftmaxState(*(v[:, None, :] for v in softmax.init(batch, dim, dim)))
+
+
+def _squeeze(state: softmax.SoftmaxState) -> softmax.SoftmaxState:
+  return softmax.SoftmaxState(*(v[:, 0, :] for v in state))
 
 
 def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array,
@@ -232,27 +269,50 @@ def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array,
   [B, D] (`softmax.finalize` gives x̂_0). The order of the subset does not matter.
   """
   batch, k = subset.shape
-  dim = database.shape[1]
-  a = jnp.sqrt(locality.abar)
-  scale = -0.5 / ((1.0 - locality.abar) * locality.temperature)
   chunk, starts = retrieval.chunk_layout(k, locality.chunk_size)
-  update = jax.vmap(softmax.update_exact)  # per-sample values: state [B, 1, ·], logits [B, 1, c, D]
 
   def body(state, inputs):
     step, start = inputs
     index = jax.lax.dynamic_slice_in_dim(subset, start, chunk, axis=1)
     rows = jnp.take(database, index, axis=0)  # [B, c, D]
-    diff = x_t[:, None, :] - a * rows
-    dist = pca_locality.masked_distance((diff * diff).reshape(batch * chunk, dim), locality)
-    logits = scale * dist.reshape(batch, chunk, dim)
-    logits = jnp.where(retrieval.fresh_rows(start, step, chunk)[None, :, None], logits, -jnp.inf)
-    return update(state, logits[:, None], rows), None
+    fresh = jnp.broadcast_to(retrieval.fresh_rows(start, step, chunk), (batch, chunk))
+    return _fold_rows(state, rows, fresh, x_t, locality), None
 
-  init = softmax.init(batch, dim, dim)
-  init = softmax.SoftmaxState(*(v[:, None, :] for v in init))
   steps = jnp.arange(len(starts), dtype=jnp.int32)
-  state, _ = jax.lax.scan(body, init, (steps, jnp.asarray(starts)))
-  return softmax.SoftmaxState(*(v[:, 0, :] for v in state))
+  state, _ = jax.lax.scan(body, _init_state(batch, database.shape[1]),
+                          (steps, jnp.asarray(starts)))
+  return _squeeze(state)
+
+
+def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array,
+                    locality: pca_locality.Plan, offset: jax.Array) -> softmax.SoftmaxState:
+  """`aggregate` inside ``shard_map`` with the rows sharded over ``data``.
+
+  The subset [B, k] (global indices, the same on every shard) is walked in blocks of c·S
+  entries; each shard contributes the rows it holds (zeros elsewhere) and a reduce-scatter
+  (``psum_scatter``) hands every shard c complete rows of the block, so the masked softmax work
+  is split S ways. The per-shard states merge with ``pmax``/``psum``.
+  """
+  num_local, dim = database.shape
+  batch, k = subset.shape
+  shards = jax.lax.psum(1, sharding.DATA)
+  chunk, total = sharding.chunk_for(k, locality.chunk_size, shards)
+  padded = jnp.pad(subset, ((0, 0), (0, total - k)), constant_values=-1)
+  me = jax.lax.axis_index(sharding.DATA)
+
+  def body(state, start):
+    index = jax.lax.dynamic_slice_in_dim(padded, start, chunk * shards, axis=1)
+    local = index - offset
+    held = (index >= 0) & (local >= 0) & (local < num_local)
+    rows = jnp.take(database, jnp.clip(local, 0, num_local - 1), axis=0)
+    rows = jnp.where(held[:, :, None], rows, 0.0)
+    rows = jax.lax.psum_scatter(rows, sharding.DATA, scatter_dimension=1, tiled=True)
+    mine = jax.lax.dynamic_slice_in_dim(index, me * chunk, chunk, axis=1) >= 0
+    return _fold_rows(state, rows, mine, x_t, locality), None
+
+  starts = jnp.arange(0, total, chunk * shards, dtype=jnp.int32)
+  state, _ = jax.lax.scan(body, _init_state(batch, dim), starts)
+  return sharding.combine_softmax(_squeeze(state))
 
 
 def apply(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None = None) -> jax.Array:
@@ -260,3 +320,45 @@ def apply(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None = None
   key = jax.random.key(0) if key is None else key
   subset = golden_subset(stats, plan, x_t, key)
   return softmax.finalize(aggregate(stats.database, subset, x_t, plan.locality))
+
+
+def plan_specs(plan: Plan):
+  """PartitionSpecs of a plan on a mesh: the proxy database is sharded like the database."""
+  specs = sharding.replicated_specs(plan)
+  if plan.proxy_db is None:
+    return specs
+  return specs.replace(proxy_db=P(sharding.DATA), proxy_sq=P(sharding.DATA))
+
+
+def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None,
+                  mesh) -> jax.Array:
+  """`apply` with the database (and proxy database) sharded over ``mesh``; same result for the
+  same key on any device count (the pool is drawn per global row, `retrieval.pool_bits`)."""
+  key = jax.random.key(0) if key is None else key
+  batch = x_t.shape[0]
+  queries = sharding.batch_spec(mesh)
+  bits_spec = P(queries[0] if queries else None, sharding.DATA)
+  n = stats.num_images
+  bits = subset = None
+  if plan.random_retrieval:
+    subset = retrieval.random_subset(key, batch, n, plan.k)
+  elif plan.m < n:
+    bits = retrieval.pool_bits(key, batch, stats.database.shape[0], n)
+    bits = sharding.constrain(bits, mesh, bits_spec)
+
+  def body(stats, plan, x_t, bits, subset):
+    offset, _ = sharding.local_rows(stats.database.shape[0], n)
+    if subset is None:
+      a = jnp.sqrt(plan.abar)
+      proxy_db, proxy_sq, x_proxy, scale = _proxy_inputs(stats, plan, x_t)
+      subset = retrieval.golden_subset_shard(
+          stats.database, stats.sq_norms, proxy_db, proxy_sq, x_t, x_proxy, a, bits,
+          num_valid=n, m=plan.m, k=plan.k, survivors=plan.survivors, scale=float(scale),
+          coarse_chunk=plan.coarse_chunk, fine_chunk=plan.fine_chunk, method=plan.select,
+          recall_target=plan.recall_target)
+    return softmax.finalize(aggregate_shard(stats.database, subset, x_t, plan.locality, offset))
+
+  return jax.shard_map(
+      body, mesh=mesh,
+      in_specs=(sharding.stats_specs(stats), plan_specs(plan), queries, bits_spec, queries),
+      out_specs=queries, check_vma=False)(stats, plan, x_t, bits, subset)

@@ -11,7 +11,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from golddiff_jax import chunking, softmax
+from golddiff_jax import chunking, sharding, softmax
 from golddiff_jax.stats import Stats
 
 OPTIONS = {"temperature": 1.0, "chunk_size": None}
@@ -31,10 +31,9 @@ def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
               chunk_size=int(chunk))
 
 
-def apply(stats: Stats, plan: Plan, x_t: jax.Array,
-          key: jax.Array | None = None) -> jax.Array:
-  """x_t [B, D] → x̂_0 [B, D] (deterministic: ``key`` is unused)."""
-  del key
+def local_state(database: jax.Array, plan: Plan, x_t: jax.Array,
+                row_valid: jax.Array | None = None) -> softmax.SoftmaxState:
+  """Online-softmax statistics of x_t [B, D] over the rows of ``database`` (valid ones only)."""
   a = jnp.sqrt(plan.abar)
   scale = -0.5 / ((1.0 - plan.abar) * plan.temperature)
 
@@ -44,6 +43,19 @@ def apply(stats: Stats, plan: Plan, x_t: jax.Array,
     sq = jnp.einsum("bcd,bcd->bc", diff, diff, precision=jax.lax.Precision.HIGHEST)
     return (scale * sq)[..., None]
 
-  state = chunking.softmax_average(stats.database, logits_fn, batch=x_t.shape[0],
-                                   num_softmaxes=1, chunk_size=plan.chunk_size)
-  return softmax.finalize(state)
+  return chunking.softmax_average(database, logits_fn, batch=x_t.shape[0], num_softmaxes=1,
+                                  chunk_size=plan.chunk_size, row_valid=row_valid)
+
+
+def apply(stats: Stats, plan: Plan, x_t: jax.Array,
+          key: jax.Array | None = None) -> jax.Array:
+  """x_t [B, D] → x̂_0 [B, D] (deterministic: ``key`` is unused)."""
+  del key
+  return softmax.finalize(local_state(stats.database, plan, x_t))
+
+
+def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None,
+                  mesh) -> jax.Array:
+  """`apply` with the database sharded over ``mesh`` (`golddiff_jax.sharding`)."""
+  del key
+  return sharding.softmax_over_shards(local_state, stats, plan, x_t, mesh)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from golddiff_jax import chunking, masks, softmax
+from golddiff_jax import chunking, masks, sharding, softmax
 from golddiff_jax.stats import Stats
 
 OPTIONS = {"mask_threshold": 0.05, "temperature": 1.0, "softmax": "exact",
@@ -149,8 +149,10 @@ def masked_distance(delta: jax.Array, plan: Plan) -> jax.Array:
 
 
 def apply_to_candidates(candidates: jax.Array, plan: Plan, x_t: jax.Array,
-                        state: softmax.SoftmaxState | None = None) -> softmax.SoftmaxState:
-  """Streams the candidates [N, D] through the masked per-coordinate softmax."""
+                        state: softmax.SoftmaxState | None = None,
+                        row_valid: jax.Array | None = None) -> softmax.SoftmaxState:
+  """Streams the candidates [N, D] (rows with ``row_valid`` False skipped) through the masked
+  per-coordinate softmax."""
   a = jnp.sqrt(plan.abar)
   scale = -0.5 / ((1.0 - plan.abar) * plan.temperature)
   batch, dim = x_t.shape
@@ -161,7 +163,8 @@ def apply_to_candidates(candidates: jax.Array, plan: Plan, x_t: jax.Array,
     return scale * dist.reshape(batch, chunk.shape[0], dim)
 
   return chunking.softmax_average(candidates, logits_fn, batch=batch, num_softmaxes=dim,
-                                  chunk_size=plan.chunk_size, mode=plan.softmax, state=state)
+                                  chunk_size=plan.chunk_size, mode=plan.softmax, state=state,
+                                  row_valid=row_valid)
 
 
 def apply(stats: Stats, plan: Plan, x_t: jax.Array,
@@ -169,3 +172,20 @@ def apply(stats: Stats, plan: Plan, x_t: jax.Array,
   """x_t [B, D] → x̂_0 [B, D] over the whole database (deterministic: ``key`` is unused)."""
   del key
   return softmax.finalize(apply_to_candidates(stats.database, plan, x_t))
+
+
+def check_mesh_options(options: dict) -> None:
+  """With a mesh only the exact softmax is allowed: WSSM averages per chunk of the *global* row
+  order, which a shard boundary would split."""
+  if options["softmax"] != "exact":
+    raise ValueError("softmax='wssm' depends on how the database is chunked and cannot be "
+                     "sharded; use softmax='exact' with a mesh")
+
+
+def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None,
+                  mesh) -> jax.Array:
+  """`apply` with the database sharded over ``mesh`` (`golddiff_jax.sharding`)."""
+  del key
+  def local_state(database, plan, x_t, row_valid):
+    return apply_to_candidates(database, plan, x_t, row_valid=row_valid)
+  return sharding.softmax_over_shards(local_state, stats, plan, x_t, mesh)

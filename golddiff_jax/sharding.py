@@ -1,0 +1,242 @@
+"""Device meshes and the collectives that make a sharded database give one device's answer.
+
+The database [N, D] is sharded along N over the mesh axis ``data``; queries may be sharded over an
+optional ``batch`` axis. N need not divide by the number of ``data`` devices: the database is
+padded with zero rows *at the end* to N_pad = ⌈N/S⌉·S, and every per-shard algorithm masks the
+rows whose global index is ≥ N. Because the padding sits at the end, global row i is image i on
+any device count, so anything indexed by rows (GoldDiff's random pool) is the same on 1 or 64
+devices.
+
+Per-shard algorithms run under ``jax.shard_map`` (what ``pmap`` is built on in current JAX, with
+the collectives written out). Each shard produces partial results over its rows and one of these
+merges them:
+
+* `combine_softmax`: online-softmax statistics (max, sum, weighted sum) → ``pmax`` / ``psum``;
+* `merge_smallest`: each shard's k best (values, global indices) → ``all_gather`` → global k best.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from golddiff_jax import select as select_lib, softmax
+
+DATA = "data"
+BATCH = "batch"
+AXES = (DATA, BATCH)
+
+
+def make_mesh(data: int = -1, batch: int = 1, devices=None) -> Mesh:
+  """A mesh with axes (``batch``, ``data``); ``data = -1`` takes every device left over.
+
+  Args:
+    data: devices along the database axis, or -1 for ``len(devices) // batch``.
+    batch: devices along the query axis (1: queries replicated).
+    devices: the devices to use (default: all of ``jax.devices()``).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  for name, value in (("data", data), ("batch", batch)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+      raise ValueError(f"mesh {name} must be an int, got {value!r}")
+  if batch < 1:
+    raise ValueError(f"mesh batch must be >= 1, got {batch}")
+  if data == -1:
+    data = len(devices) // batch
+  if data < 1 or data * batch > len(devices):
+    raise ValueError(f"a mesh of batch={batch} × data={data} devices needs {max(data, 1) * batch} "
+                     f"devices; {len(devices)} available")
+  return jax.make_mesh((batch, data), (BATCH, DATA), devices=devices[:batch * data],
+                       axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def check_mesh(mesh: Any) -> None:
+  if not isinstance(mesh, Mesh):
+    raise ValueError(f"mesh must be a jax.sharding.Mesh (see golddiff_jax.sharding.make_mesh), "
+                     f"got {type(mesh).__name__}")
+  if DATA not in mesh.axis_names:
+    raise ValueError(f"mesh must have a {DATA!r} axis (the database axis); it has "
+                     f"{mesh.axis_names}")
+  unknown = set(mesh.axis_names) - set(AXES)
+  if unknown:
+    raise ValueError(f"mesh axes must be among {AXES}; unknown: {sorted(unknown)}")
+
+
+def data_size(mesh: Mesh) -> int:
+  return int(mesh.shape[DATA])
+
+
+def batch_size(mesh: Mesh) -> int:
+  return int(mesh.shape[BATCH]) if BATCH in mesh.axis_names else 1
+
+
+def batch_spec(mesh: Mesh) -> P:
+  """Queries [B, ...]: sharded over ``batch`` when the mesh has it, else replicated."""
+  return P(BATCH) if BATCH in mesh.axis_names else P()
+
+
+def padded_rows(n: int, mesh: Mesh) -> int:
+  shards = data_size(mesh)
+  return -(-n // shards) * shards
+
+
+def rows_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def put_rows(rows: Any, mesh: Mesh) -> jax.Array:
+  """Host or device rows [N, ...] → [N_pad, ...] zero-padded at the end, sharded on ``data``.
+
+  Host (NumPy) input goes to the devices shard by shard, never whole onto one device.
+  """
+  n = rows.shape[0]
+  pad = padded_rows(n, mesh) - n
+  if isinstance(rows, np.ndarray):
+    if pad:
+      rows = np.concatenate([rows, np.zeros((pad, *rows.shape[1:]), rows.dtype)])
+    return jax.device_put(rows, rows_sharding(mesh))
+  return _pad_rows(rows, pad, out_sharding=rows_sharding(mesh))
+
+
+def _pad_rows(rows: jax.Array, pad: int, *, out_sharding) -> jax.Array:
+  fn = jax.jit(lambda r: jnp.pad(r, [(0, pad)] + [(0, 0)] * (r.ndim - 1)),
+               out_shardings=out_sharding)
+  return fn(rows)
+
+
+def constrain(x: jax.Array, mesh: Mesh, spec: P) -> jax.Array:
+  """Asks the compiler to lay ``x`` out as ``spec`` on ``mesh`` (inside jit; any axis types)."""
+  if all(t == AxisType.Explicit for t in mesh.axis_types):
+    return jax.sharding.reshard(x, NamedSharding(mesh, spec))
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def mesh_of(array: jax.Array) -> Mesh | None:
+  """The mesh a database array is sharded on along ``data``, or None."""
+  sharding = getattr(array, "sharding", None)
+  if isinstance(sharding, NamedSharding) and DATA in sharding.mesh.axis_names and (
+      tuple(sharding.spec)[:1] == (DATA,)):
+    return sharding.mesh
+  return None
+
+
+# ---- inside shard_map -------------------------------------------------------------------------
+
+def local_rows(num_local: int, num_valid: int) -> tuple[jax.Array, jax.Array]:
+  """(offset, valid [num_local]): this shard's first global row and which rows are real images."""
+  offset = jax.lax.axis_index(DATA) * num_local
+  valid = offset + jnp.arange(num_local) < num_valid
+  return offset, valid
+
+
+def batch_offset(num_local: int, mesh_axes) -> jax.Array | int:
+  """The global index of this shard's first query (0 without a ``batch`` axis)."""
+  if BATCH not in mesh_axes:
+    return 0
+  return jax.lax.axis_index(BATCH) * num_local
+
+
+def combine_softmax(state: softmax.SoftmaxState, axis: str = DATA) -> softmax.SoftmaxState:
+  """Merges exact online-softmax states computed on disjoint row sets across ``axis``."""
+  new_max = jax.lax.pmax(state.max, axis)
+  shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
+  scale = jnp.exp(state.max - shift)
+  return softmax.SoftmaxState(new_max, jax.lax.psum(state.total * scale, axis),
+                              jax.lax.psum(state.numerator * scale, axis))
+
+
+def merge_smallest(values: jax.Array, index: jax.Array, k: int, *, axis: str = DATA,
+                   extra: tuple[jax.Array, ...] = ()) -> tuple[jax.Array, ...]:
+  """Global k smallest of every shard's candidates [B, k_local] (values, global indices, extra).
+
+  All shards' candidates are gathered ([B, S·k_local], shard-major, so ties go to lower shards,
+  i.e. lower global indices, as on one device) and the k smallest kept with an exact top-k.
+  Returns (values [B, k], index [B, k], *extra [B, k]) on every shard.
+  """
+  def gather(x):
+    g = jax.lax.all_gather(x, axis, axis=1, tiled=True)
+    return g
+  all_values = gather(values)
+  best, pos = select_lib.select(all_values, k, method="exact")
+  picked = [jnp.take_along_axis(gather(x), pos, axis=1) for x in (index, *extra)]
+  return (best, *picked)
+
+
+def smallest_mask(keys: jax.Array, k: int, axis: str = DATA) -> jax.Array:
+  """`select.smallest_mask` over rows sharded on ``axis``: exactly k True in the global row.
+
+  keys [B, n_local] uint32 are this shard's columns of a global [B, N] array; the global k
+  smallest are marked, ties broken towards lower global indices (shard-major order).
+  """
+  keys = keys.astype(jnp.uint32)
+
+  def count_le(bound):
+    return jax.lax.psum(jnp.sum(keys <= bound[:, None], axis=1, dtype=jnp.int32), axis)
+
+  def body(_, carry):
+    lo, hi = carry
+    mid = lo + (hi - lo) // 2
+    enough = count_le(mid) >= k
+    return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+
+  lo = jax.lax.pmin(jnp.min(keys, axis=1), axis)
+  hi = jax.lax.pmax(jnp.max(keys, axis=1), axis)
+  kth, _ = jax.lax.fori_loop(0, 32, body, (lo, hi))
+  kth = kth[:, None]
+  below = keys < kth
+  tied = keys == kth
+  need = k - jax.lax.psum(jnp.sum(below, axis=1, keepdims=True, dtype=jnp.int32), axis)
+  # Tied entries in earlier shards come first: an exclusive prefix of the shards' tie counts.
+  ties = jax.lax.all_gather(jnp.sum(tied, axis=1, dtype=jnp.int32), axis)  # [S, B]
+  me = jax.lax.axis_index(axis)
+  before = jnp.sum(jnp.where(jnp.arange(ties.shape[0])[:, None] < me, ties, 0), axis=0)
+  rank = before[:, None] + jnp.cumsum(tied, axis=1, dtype=jnp.int32)
+  return below | (tied & (rank <= need))
+
+
+def chunk_for(total: int, chunk: int, shards: int) -> tuple[int, int]:
+  """(per-shard chunk c, padded total): ``total`` items walked in steps of c·shards."""
+  chunk = max(1, min(int(chunk), math.ceil(total / shards)))
+  step = chunk * shards
+  return chunk, -(-total // step) * step
+
+
+# ---- shard_map harnesses ----------------------------------------------------------------------
+
+def stats_specs(stats) -> Any:
+  """PartitionSpecs of a sharded `Stats`: database and norms on ``data``, the rest replicated."""
+  specs = jax.tree.map(lambda _: P(), stats)
+  return specs.replace(database=P(DATA), sq_norms=P(DATA))
+
+
+def replicated_specs(tree) -> Any:
+  return jax.tree.map(lambda _: P(), tree)
+
+
+def softmax_over_shards(local_state, stats, plan, x_t: jax.Array, mesh: Mesh) -> jax.Array:
+  """x̂_0 of an exact softmax denoiser whose database is sharded over ``mesh``.
+
+  Each shard folds its valid rows into online-softmax statistics
+  (``local_state(database_shard, plan, x_t, row_valid) -> SoftmaxState``); the states merge
+  with ``pmax``/``psum`` over ``data`` and every shard finalises the same [B, D] result. Queries
+  are split over the ``batch`` axis when the mesh has one.
+  """
+  num_valid = stats.num_images
+
+  def body(database, plan, x_t):
+    _, valid = local_rows(database.shape[0], num_valid)
+    state = combine_softmax(local_state(database, plan, x_t, valid))
+    return softmax.finalize(state)
+
+  queries = batch_spec(mesh)
+  return jax.shard_map(body, mesh=mesh, in_specs=(P(DATA), replicated_specs(plan), queries),
+                       out_specs=queries, check_vma=False)(stats.database, plan, x_t)
