@@ -14,7 +14,8 @@ Every dataset config starts from this one and mutates its sections:
 * ``denoiser``: options of the masked-softmax denoisers (θ, T, softmax, mask form, chunking).
 * ``golden``: GoldDiff's golden subset (budgets, proxy, selection, the §5.3 ablation switches).
 * ``sampler``: DDIM steps, number of samples, batch size.
-* ``mesh``: the device mesh (database axis), used when the API accepts a mesh.
+* ``mesh``: the device mesh: ``data`` devices shard the database, ``batch`` devices the queries;
+  ``distributed`` starts multi-host JAX (one process per host).
 * ``output``, ``diagnostics``: what the run writes.
 
 A run passes exactly the ``denoiser``/``golden`` fields its method accepts.
@@ -77,7 +78,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.sampler.batch_size = 16
 
   config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1  # devices on the database axis (-1: all)
+  config.mesh.data = -1  # devices sharding the database along N (-1: all left over)
+  config.mesh.batch = 1  # devices sharding the queries (sampler batches)
+  config.mesh.distributed = False  # multi-host: call jax.distributed.initialize() first
 
   config.output = ml_collections.ConfigDict()
   config.output.grid_samples = 64        # images in grid.png

@@ -15,7 +15,8 @@ noise level ᾱ and reports, per sample:
   truncation error |x̂[m] − x̂_S[m]| ≤ 2 ε_S[m] (spec §11 item 2).
 
 `golddiff_support` runs GoldDiff's retrieval for one step and reports the above for its subset.
-Logits use the direct difference form (not the expanded one): at small σ_t they reach ~1e6.
+A sharded database is gathered onto one device first (`stats.unshard`): these are diagnostics
+for a few samples, not the sampler's path. Logits use the direct difference form (not the expanded one): at small σ_t they reach ~1e6.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from golddiff_jax import masks, retrieval
+from golddiff_jax import masks, retrieval, stats as stats_lib
 from golddiff_jax.denoisers import golddiff, pca_locality
 from golddiff_jax.stats import Stats
 
@@ -151,6 +152,7 @@ def posterior_support(stats: Stats, x_t: jax.Array, abar: float, *, temperature:
   """
   if not 0.0 < mass <= 1.0:
     raise ValueError(f"mass must be in (0, 1], got {mass!r}")
+  stats = stats_lib.unshard(stats)
   x_t = jnp.asarray(x_t, jnp.float32)
   batch, dim = x_t.shape
   if dim != stats.dim:
@@ -178,6 +180,7 @@ def golddiff_support(stats: Stats, x_t: jax.Array, abar: float, key: jax.Array,
   and the step's budgets ``m`` and ``k``.
   """
   options = {**golddiff.OPTIONS, **options}
+  stats = stats_lib.unshard(stats)
   plan = golddiff.prepare(stats, abar, options, x_t.shape[0])
   subset = _golden_subset(stats, plan, jnp.asarray(x_t, jnp.float32), key)
   out = posterior_support(stats, x_t, abar, temperature=float(options["temperature"]),

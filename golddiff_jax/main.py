@@ -52,6 +52,11 @@ def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if _CONFIG.value.get("mesh", {}).get("distributed", False) is True:
+    try:  # multi-host: coordinator, process id and count come from the cluster environment
+      jax.distributed.initialize()
+    except (RuntimeError, ValueError) as e:
+      _fail(f"jax.distributed.initialize() failed (mesh.distributed=True): {e}")
   logging.info("JAX process %d / %d, %d local / %d global devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())

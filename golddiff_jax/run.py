@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 import golddiff_jax as gd
-from golddiff_jax import budgets, outputs, run_config, schedules, stats as stats_lib
+from golddiff_jax import budgets, outputs, run_config, schedules, sharding, stats as stats_lib
 from golddiff_jax import data as data_lib
 
 # The run's own messages: INFO and up reach log.txt (and stderr under absl) even when the
@@ -60,11 +60,36 @@ def _log_to(path: str):
     handler.close()
 
 
-def _fit(config) -> stats_lib.Stats:
+def run_mesh(config):
+  """The run's device mesh from ``config.mesh`` (None on a single device).
+
+  WSSM averaging cannot be sharded (it depends on the global chunking): with ``mesh.data = -1``
+  such a run uses one device; an explicit multi-device ``mesh.data`` is an error.
+  """
+  if jax.device_count() == 1:
+    return None
+  if run_config.method_options(config).get("softmax") == "wssm":
+    if config.mesh.data not in (-1, 1) or config.mesh.batch != 1:
+      raise ValueError("softmax='wssm' cannot be sharded; set mesh.data=-1 or 1 and "
+                       "mesh.batch=1, or use softmax='exact'")
+    log.info("softmax='wssm' is not sharded: running on one device")
+    return None
+  return sharding.make_mesh(data=config.mesh.data, batch=config.mesh.batch)
+
+
+def _fit(config, mesh) -> stats_lib.Stats:
+  chunk = config.stats.chunk_size
+  if (mesh is not None and jax.process_count() > 1 and config.stats.source == "database"
+      and config.data.class_id is None):
+    # Multi-host: each process keeps its own slice; statistics are reduced across processes.
+    local = data_lib.load_images(config.data, gather=False)
+    log.info("loaded %d local images of shape %s", local.images.shape[0],
+             local.images.shape[1:])
+    return stats_lib.fit_process_local(local.images, mesh=mesh, chunk_size=chunk)
   loaded = data_lib.load_images(config.data)
   log.info("loaded %d images of shape %s", loaded.images.shape[0], loaded.images.shape[1:])
   if config.stats.source == "database":
-    return gd.fit(loaded.images, chunk_size=config.stats.chunk_size)
+    return gd.fit(loaded.images, chunk_size=chunk, mesh=mesh)
   # Spec §7 / Q-16: the database is this selection, μ, λ, V are the whole split's.
   everything = config.data.copy_and_resolve_references()
   with everything.unlocked():
@@ -73,17 +98,18 @@ def _fit(config) -> stats_lib.Stats:
   overall = gd.fit(data_lib.load_images(everything).images, chunk_size=config.stats.chunk_size)
   n = loaded.images.shape[0]
   return stats_lib.from_arrays(loaded.images.reshape(n, -1), overall.mean, overall.eigvals,
-                               overall.eigvecs, overall.image_shape)
+                               overall.eigvecs, overall.image_shape, mesh=mesh)
 
 
-def fit_or_load_stats(config, workdir: str) -> tuple[stats_lib.Stats, dict]:
-  """The run's statistics, from the workdir cache when it holds a valid file."""
+def fit_or_load_stats(config, workdir: str, mesh=None) -> tuple[stats_lib.Stats, dict]:
+  """The run's statistics, from the workdir cache when it holds a valid file (sharded over
+  ``mesh`` when given)."""
   directory = config.stats.get("cache_dir") or os.path.join(workdir, "stats")
   path = os.path.join(directory, run_config.stats_key(config))
   info = {"stats_path": path, "stats_cached": False}
   if os.path.exists(path):
     try:
-      stats = gd.load_stats(path)
+      stats = stats_lib.load(path, mesh=mesh)
       if tuple(stats.image_shape) == run_config.image_shape(config):
         log.info("reusing cached statistics %s (N=%d)", path, stats.num_images)
         return stats, {**info, "stats_cached": True}
@@ -92,14 +118,14 @@ def fit_or_load_stats(config, workdir: str) -> tuple[stats_lib.Stats, dict]:
     except ValueError as e:
       log.warning("cached statistics unreadable (%s); recomputing", e)
   start = time.perf_counter()
-  stats = _fit(config)
+  stats = _fit(config, mesh)
   info["fit_seconds"] = time.perf_counter() - start
   if jax.process_index() == 0:
     gd.save_stats(stats, path)
   return stats, info
 
 
-def _sample(config, stats, options: dict) -> tuple[dict, np.ndarray]:
+def _sample(config, stats, options: dict, mesh) -> tuple[dict, np.ndarray]:
   """All batches; returns the stacked outputs and the initial latents."""
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   noise_key, sample_key = jax.random.split(jax.random.key(config.seed))
@@ -113,7 +139,8 @@ def _sample(config, stats, options: dict) -> tuple[dict, np.ndarray]:
   with bar:
     for b, start in enumerate(range(0, num, batch)):
       out = gd.sample(stats, latents[start:start + batch], method=config.method,
-                      num_steps=steps, key=jax.random.fold_in(sample_key, b), **options)
+                      num_steps=steps, key=jax.random.fold_in(sample_key, b), mesh=mesh,
+                      **options)
       outs.append(out)
       bar.update(steps)
       bar.set_postfix(batch=f"{b + 1}", step_s=f"{np.median(out.step_seconds):.3f}")
@@ -139,6 +166,7 @@ def _support(config, stats, latents, result) -> dict | None:
   if n == 0 or not hasattr(diagnostics, "posterior_support"):
     return None
   steps = len(result["timesteps"])
+  stats = stats_lib.unshard(stats)  # a few samples: one device is enough
   temperature = float(config.denoiser.temperature)
   x = jax.numpy.asarray(latents[:n].reshape(n, -1))
   rows = {"support_mean": [], "effective_size_mean": [], "max_weight_mean": []}
@@ -174,7 +202,7 @@ def _write_results(config, workdir, stats, result, latents) -> None:
   outputs.write_npz(os.path.join(workdir, "samples.npz"), images=result["images"],
                     x0_trajectory=result["x0_trajectory"], timesteps=result["timesteps"],
                     latents=latents)
-  reference = np.asarray(stats.database[:2000]) if stats.image_shape[:2] == (1, 1) else None
+  reference = np.asarray(stats.images[:2000]) if stats.image_shape[:2] == (1, 1) else None
   outputs.write_png(os.path.join(workdir, "grid.png"), outputs.sample_grid(
       result["images"][:config.output.grid_samples], reference))
   outputs.write_png(os.path.join(workdir, "trajectory.png"), outputs.trajectory_grid(
@@ -201,15 +229,17 @@ def _run(config, workdir: str, is_main: bool) -> dict:
   options = run_config.method_options(config)
   log.info("run: method=%s dataset=%s workdir=%s", config.method, config.data.dataset,
                workdir)
+  mesh = run_mesh(config)
+  log.info("mesh: %s", "none (one device)" if mesh is None else dict(mesh.shape))
   start = time.perf_counter()
-  stats, info = fit_or_load_stats(config, workdir)
+  stats, info = fit_or_load_stats(config, workdir, mesh)
   setup_seconds = time.perf_counter() - start
   log.info("statistics: N=%d image_shape=%s %s (%.2f s)", stats.num_images,
                stats.image_shape, info, setup_seconds)
   if is_main:
     outputs.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   start = time.perf_counter()
-  result, latents = _sample(config, stats, options)
+  result, latents = _sample(config, stats, options, mesh)
   sampling_seconds = time.perf_counter() - start
   num_batches, steps = result["step_seconds"].shape
   metrics = {
@@ -229,6 +259,7 @@ def _run(config, workdir: str, is_main: bool) -> dict:
       "golden_budgets": _budgets(config, stats, result["timesteps"]),
       "backend": jax.default_backend(), "device_count": jax.device_count(),
       "process_count": jax.process_count(),
+      "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()},
   }
   metrics["posterior_support"] = _support(config, stats, latents, result)
   if is_main:

@@ -128,6 +128,13 @@ def validate(config) -> None:
   _int("mesh.data", config.mesh.data, minimum=-1)
   if config.mesh.data == 0:
     raise ValueError("mesh.data must be -1 (all devices) or a positive device count, got 0")
+  _int("mesh.batch", config.mesh.batch, minimum=1)
+  if not isinstance(config.mesh.distributed, bool):
+    raise ValueError(f"mesh.distributed must be a bool, got {config.mesh.distributed!r}")
+  for name in ("batch_size", "num_samples"):
+    if sampler[name] % config.mesh.batch:
+      raise ValueError(f"sampler.{name}={sampler[name]} must be a multiple of "
+                       f"mesh.batch={config.mesh.batch} (queries are split over it)")
   _int("output.grid_samples", config.output.grid_samples, minimum=1)
   _int("output.trajectory_samples", config.output.trajectory_samples, minimum=1)
   _int("diagnostics.num_samples", config.diagnostics.num_samples, minimum=0)

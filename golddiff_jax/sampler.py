@@ -87,6 +87,14 @@ def _place(stats: Stats, method: str, timesteps, options: dict, x: jax.Array, me
   return stats, plans, jax.device_put(x, NamedSharding(mesh, sharding.batch_spec(mesh)))
 
 
+def _to_host(x: jax.Array) -> np.ndarray:
+  """The whole array on this host (all-gathered when other processes hold parts of it)."""
+  if x.is_fully_addressable or x.is_fully_replicated:
+    return np.asarray(jax.device_get(x))
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def prepare_plans(stats: Stats, method: str, timesteps, options: dict, batch: int) -> list:
   """Host-side per-step plans for a whole run (e.g. the locality masks), built once.
 
@@ -128,7 +136,7 @@ def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
     step_seconds.append(time.perf_counter() - start)
     trajectory.append(x0)
   h, w, c = stats.image_shape
-  traj = np.asarray(jax.device_get(jnp.stack(trajectory))).reshape(num_steps, batch, h, w, c)
+  traj = _to_host(jnp.stack(trajectory)).reshape(num_steps, batch, h, w, c)
   return SampleOutput(images=traj[-1], x0_trajectory=traj, timesteps=np.asarray(timesteps),
                       step_seconds=np.asarray(step_seconds),
                       compile_seconds=np.asarray(compile_seconds),

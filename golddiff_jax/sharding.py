@@ -107,6 +107,58 @@ def put_rows(rows: Any, mesh: Mesh) -> jax.Array:
   return _pad_rows(rows, pad, out_sharding=rows_sharding(mesh))
 
 
+def process_blocks(mesh: Mesh) -> list[tuple[int, int]]:
+  """For each process, the (first, last + 1) positions it holds along the ``data`` axis."""
+  devices = mesh.devices.reshape(-1, data_size(mesh)) if BATCH in mesh.axis_names else (
+      mesh.devices.reshape(1, -1))
+  owners = [d.process_index for d in devices[0]]
+  blocks = []
+  for p in range(max(owners) + 1):
+    where = [j for j, o in enumerate(owners) if o == p]
+    if not where or where != list(range(where[0], where[-1] + 1)):
+      raise ValueError(f"process {p}'s devices must form one contiguous run of the mesh's "
+                       f"{DATA!r} axis; owners along it: {owners}")
+    blocks.append((where[0], where[-1] + 1))
+  return blocks
+
+
+def assemble_rows(local: np.ndarray, counts, mesh: Mesh) -> jax.Array:
+  """One global [N_pad, ...] array, sharded on ``data``, from every process's consecutive rows.
+
+  ``counts[p]`` rows come from process p (this process passes ``local``). Each process first
+  places its rows, zero-padded to a common block, on its own devices
+  (``jax.make_array_from_process_local_data``); an on-device gather then puts image i at row i
+  and the padding at the end, the layout of `put_rows`.
+  """
+  counts = np.asarray(counts, np.int64).reshape(-1)
+  blocks = process_blocks(mesh)
+  if len(blocks) != len(counts):
+    raise ValueError(f"{len(counts)} processes sent rows but the mesh spans {len(blocks)}")
+  per_device = max(1, max(-(-int(c) // (b - a)) for c, (a, b) in zip(counts, blocks)))
+  me = jax.process_index()
+  first, last = blocks[me]
+  block = np.zeros(((last - first) * per_device, *local.shape[1:]), local.dtype)
+  block[:local.shape[0]] = local
+  staged = jax.make_array_from_process_local_data(
+      rows_sharding(mesh), block, (data_size(mesh) * per_device, *local.shape[1:]))
+  n = int(counts.sum())
+  offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  owner = np.repeat(np.arange(len(counts)), counts)
+  source = np.asarray([blocks[p][0] for p in owner], np.int64) * per_device + (
+      np.arange(n) - offsets[owner])
+  total = padded_rows(n, mesh)
+  source = np.concatenate([source, np.zeros(total - n, np.int64)]).astype(np.int32)
+  keep = np.arange(total) < n
+
+  def reorder(staged, source, keep):
+    rows = jnp.take(staged, source, axis=0)
+    return jnp.where(keep.reshape((-1,) + (1,) * (rows.ndim - 1)), rows, 0)
+
+  out = jax.jit(reorder, out_shardings=rows_sharding(mesh))
+  return out(staged, jax.device_put(source, replicated(mesh)),
+             jax.device_put(keep, replicated(mesh)))
+
+
 def _pad_rows(rows: jax.Array, pad: int, *, out_sharding) -> jax.Array:
   fn = jax.jit(lambda r: jnp.pad(r, [(0, pad)] + [(0, 0)] * (r.ndim - 1)),
                out_shardings=out_sharding)

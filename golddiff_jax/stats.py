@@ -66,19 +66,29 @@ class Stats:
     return int(self.database.shape[1])
 
 
-def _moments(flat: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """Mean and unbiased covariance in float64, streamed over row chunks (two passes)."""
-  n, d = flat.shape
-  total = np.zeros(d, np.float64)
-  for start in range(0, n, chunk_size):
+def _row_sum(flat: np.ndarray, chunk_size: int) -> np.ndarray:
+  """Σ_i x_i in float64 [D], streamed over row chunks."""
+  total = np.zeros(flat.shape[1], np.float64)
+  for start in range(0, flat.shape[0], chunk_size):
     total += flat[start:start + chunk_size].sum(axis=0, dtype=np.float64)
-  mean = total / n
+  return total
+
+
+def _scatter(flat: np.ndarray, mean: np.ndarray, chunk_size: int) -> np.ndarray:
+  """Σ_i (x_i − μ)(x_i − μ)ᵀ in float64 [D, D], streamed over row chunks."""
+  d = flat.shape[1]
   scatter = np.zeros((d, d), np.float64)
-  for start in range(0, n, chunk_size):
+  for start in range(0, flat.shape[0], chunk_size):
     centred = flat[start:start + chunk_size].astype(np.float64) - mean
     scatter += centred.T @ centred
-  cov = scatter / max(n - 1, 1)
-  return mean, cov
+  return scatter
+
+
+def _moments(flat: np.ndarray, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Mean and unbiased covariance in float64, streamed over row chunks (two passes)."""
+  n = flat.shape[0]
+  mean = _row_sum(flat, chunk_size) / n
+  return mean, _scatter(flat, mean, chunk_size) / max(n - 1, 1)
 
 
 def fit(images: Any, *, chunk_size: int = 1024, mesh=None) -> Stats:
@@ -134,16 +144,75 @@ def shard(stats: Stats, mesh) -> Stats:
                image_shape=stats.image_shape, num_valid=stats.num_images)
 
 
+def fit_process_local(local_images: Any, *, mesh, chunk_size: int = 1024,
+                      allgather=None) -> Stats:
+  """Multi-host `fit`: each process passes only its own slice of the images.
+
+  The slices are consecutive runs of the dataset in process order (what
+  `golddiff_jax.data.load_images(..., gather=False)` returns). Mean and covariance are reduced
+  across processes in float64 (sums all-gathered between the two passes); the database is
+  assembled as one global array sharded over ``mesh``'s ``data`` axis
+  (``jax.make_array_from_process_local_data``), then moved on device into the padded-at-the-end
+  row order of `shard`, so row i is image i whatever the number of processes.
+
+  Args:
+    local_images: this process's [n_p, H, W, C] images in [-1, 1].
+    mesh: the mesh; each process's devices must hold a contiguous run of its ``data`` axis.
+    chunk_size: rows per streamed chunk of the float64 accumulation.
+    allgather: x → [P, ...] stacked over processes (default: ``process_allgather``).
+  """
+  sharding.check_mesh(mesh)
+  images = validation.check_images(local_images, name="images", min_count=0)
+  if allgather is None:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    allgather = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=False))
+  n_local, h, w, c = images.shape
+  flat = images.reshape(n_local, h * w * c)
+  counts = np.asarray(allgather(np.asarray([n_local], np.int64))).reshape(-1)
+  n = int(counts.sum())
+  if n < 2:
+    raise ValueError(f"need at least 2 images over all processes, got {n}")
+  mean = np.asarray(allgather(_row_sum(flat, chunk_size))).sum(axis=0) / n
+  scatter = _scatter(flat, mean, chunk_size)
+  block = 256  # reduce the D×D scatter in row blocks: P·256·D values in flight, not P·D²
+  for start in range(0, scatter.shape[0], block):
+    scatter[start:start + block] = np.asarray(
+        allgather(scatter[start:start + block])).sum(axis=0)
+  eigvals, eigvecs = np.linalg.eigh(scatter / max(n - 1, 1))
+  flat = flat.astype(np.float32)
+  sq_norms = np.einsum("nd,nd->n", flat, flat, dtype=np.float64).astype(np.float32)
+  everywhere = sharding.replicated(mesh)
+  small = (mean, np.clip(eigvals, 0.0, None), eigvecs)
+  return Stats(sharding.assemble_rows(flat, counts, mesh),
+               sharding.assemble_rows(sq_norms, counts, mesh),
+               *(jax.device_put(np.asarray(a, np.float32), everywhere) for a in small),
+               image_shape=(h, w, c), num_valid=n)
+
+
+def unshard(stats: Stats) -> Stats:
+  """``stats`` on one device with the padding rows dropped (a no-op for unsharded stats)."""
+  if stats.num_valid is None:
+    return stats
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    host = lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  else:
+    host = np.asarray
+  return from_arrays(host(stats.database)[:stats.num_images], host(stats.mean),
+                     host(stats.eigvals), host(stats.eigvecs), stats.image_shape)
+
+
 def save(stats: Stats, path: str) -> None:
   """Writes `stats` to ``path`` (a .npz file) atomically: temp file, then rename."""
-  arrays = {k: np.asarray(getattr(stats, k)) for k in ("mean", "eigvals", "eigvecs")}
-  arrays["database"] = np.asarray(stats.images)
+  stats = unshard(stats)
+  arrays = {k: np.asarray(getattr(stats, k)) for k in ("database", "mean", "eigvals", "eigvecs")}
   meta = {"version": _STATS_FORMAT_VERSION, "image_shape": list(stats.image_shape)}
   atomic_write(path, lambda f: np.savez(f, meta=np.asarray(json.dumps(meta)), **arrays))
 
 
-def load(path: str) -> Stats:
-  """Reads statistics written by `save`; raises ValueError if the file is not a valid stats file."""
+def load(path: str, *, mesh=None) -> Stats:
+  """Reads statistics written by `save` (sharded over ``mesh`` if given); raises ValueError if
+  the file is not a valid stats file."""
   try:
     with np.load(path, allow_pickle=False) as f:
       meta = json.loads(str(f["meta"]))
@@ -158,4 +227,5 @@ def load(path: str) -> Stats:
   if (db.ndim != 2 or db.shape[1] != d or arrays["mean"].shape != (d,)
       or arrays["eigvals"].shape != (d,) or arrays["eigvecs"].shape != (d, d)):
     raise ValueError(f"{path}: arrays do not match image shape {(h, w, c)}")
-  return from_arrays(db, arrays["mean"], arrays["eigvals"], arrays["eigvecs"], (h, w, c))
+  return from_arrays(db, arrays["mean"], arrays["eigvals"], arrays["eigvecs"], (h, w, c),
+                     mesh=mesh)

@@ -157,6 +157,8 @@ def _valid_tiny(**changes):
     ({"denoiser.temperature": -1.0}, "temperature must be a positive number"),
     ({"stats.source": "mixed"}, "stats.source must be one of"),
     ({"mesh.data": 0}, "mesh.data"),
+    ({"mesh.batch": 0}, "mesh.batch must be >= 1"),
+    ({"mesh.batch": 4, "sampler.batch_size": 6}, "sampler.batch_size=6 must be a multiple of"),
 ])
 def test_validation_errors(changes, message):
   with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -182,3 +182,28 @@ def test_global_statistics_with_a_class_database(data_dir, tmp_path):
   assert "global60" in info["stats_path"] and "class1" in info["stats_path"]
   np.testing.assert_allclose(np.asarray(stats.mean), everything.mean(0), atol=1e-6)
   assert stats.num_images == 30  # half of the moons are class 1
+
+
+def test_run_on_a_batch_by_data_mesh_matches_one_device(data_dir, cache_dir, tmp_path):
+  """The launcher shards the database over config.mesh (8 fake devices): same samples."""
+  changes = {"stats.cache_dir": cache_dir, "sampler.num_samples": 4, "sampler.batch_size": 4,
+             "diagnostics.num_samples": 0}
+  sharded = run_lib.run(tiny_config(data_dir, "golddiff", **changes, **{"mesh.data": 4,
+                                                                       "mesh.batch": 2}),
+                        str(tmp_path / "sharded"))
+  single = run_lib.run(tiny_config(data_dir, "golddiff", **changes, **{"mesh.data": 1}),
+                       str(tmp_path / "single"))
+  assert sharded["mesh"] == {"batch": 2, "data": 4} and single["mesh"] == {"batch": 1, "data": 1}
+  with np.load(str(tmp_path / "sharded" / "samples.npz")) as a, np.load(
+      str(tmp_path / "single" / "samples.npz")) as b:
+    diff = np.linalg.norm(a["x0_trajectory"] - b["x0_trajectory"])
+    assert diff <= 1e-4 * np.linalg.norm(b["x0_trajectory"])
+
+
+def test_wssm_runs_unsharded_unless_a_mesh_is_forced(data_dir, cache_dir, tmp_path):
+  changes = {"stats.cache_dir": cache_dir, "denoiser.softmax": "wssm",
+             "diagnostics.num_samples": 0}
+  metrics = run_lib.run(tiny_config(data_dir, **changes), str(tmp_path / "auto"))
+  assert metrics["mesh"] is None
+  with pytest.raises(ValueError, match="wssm' cannot be sharded"):
+    run_lib.run(tiny_config(data_dir, **changes, **{"mesh.data": 2}), str(tmp_path / "forced"))

@@ -13,7 +13,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import golddiff_jax as gd
-from golddiff_jax import schedules, select, sharding, softmax
+from golddiff_jax import schedules, select, sharding, softmax, stats as stats_lib
 from golddiff_jax.data import procedural_images
 
 N, SHAPE, BATCH = 203, (8, 8, 3), 4
@@ -78,6 +78,20 @@ def test_shard_stats_holds_one_slice_per_device(devices):
   assert direct.num_images == N and direct.mesh == mesh
   np.testing.assert_allclose(np.asarray(direct.eigvals), np.asarray(stats.eigvals))
   np.testing.assert_array_equal(np.asarray(direct.database), np.asarray(sharded.database))
+
+
+@pytest.mark.parametrize("data,batch", [(8, 1), (3, 2)])
+def test_process_local_fit_equals_fit(data, batch):
+  """Single process: the multi-host path (reduce, assemble, reorder) gives `fit`'s stats.
+  Two real processes: tests/test_multihost.py (slow)."""
+  images, _, _ = _data()
+  mesh = gd.make_mesh(data=data, batch=batch)
+  got = stats_lib.fit_process_local(images, mesh=mesh, chunk_size=50)
+  want = gd.fit(images, mesh=mesh)
+  assert got.num_images == N and got.mesh == mesh
+  for name in ("database", "sq_norms", "mean", "eigvals"):
+    np.testing.assert_allclose(np.asarray(getattr(got, name)), np.asarray(getattr(want, name)),
+                               rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 def test_sharded_stats_save_load_round_trip(tmp_path):
