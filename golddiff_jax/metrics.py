@@ -8,8 +8,8 @@ JAX. Before any metric both sides are post-processed with `to_unit`, clamp((x + 
   [B] (NumPy) with ``per_sample=True``. They are exactly the formulas of spec §8.4:
 
       MSE = mean_b (1/D) Σ_d (x_bd − y_bd)²
-      r²  = mean_b [1 − Σ_d (x_bd − y_bd)² / (D·v_b)],  v_b = Σ_d (y_bd − ȳ_b)² / (D − 1),
-            v_b := 1 where v_b == 0
+      r²  = mean_b [1 − Σ_d (x_bd − y_bd)² / (D·v_b)],
+            v_b = Σ_d (y_bd − ȳ_b)² / (D − 1),  v_b := 1 where v_b == 0
       L1  = mean_b (1/D) Σ_d |x_bd − y_bd|   (= the mean over all entries: every sample has D)
 
   The unbiased v_b makes the second r² term SSE/SST·(D − 1)/D rather than the textbook SSE/SST,
@@ -183,7 +183,7 @@ def _nearest_two(samples: jax.Array, database: jax.Array, *,
     fresh = retrieval.fresh_rows(start, step, chunk)  # a clamped last chunk overlaps the previous
     sq = jnp.where(fresh[None, :], jnp.maximum(sq, 0.0), jnp.inf)
     idx = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (batch, chunk))
-    cand_d = jnp.concatenate([best_d, sq], axis=1)  # earlier rows first: ties keep the lower index
+    cand_d = jnp.concatenate([best_d, sq], axis=1)  # earlier rows first: ties keep lower index
     cand_i = jnp.concatenate([best_i, idx], axis=1)
     neg, pos = jax.lax.top_k(-cand_d, 2)
     return (-neg, jnp.take_along_axis(cand_i, pos, axis=1)), None

@@ -63,7 +63,7 @@ def test_r2_uses_unbiased_variance_and_the_d_minus_1_over_d_factor():
 
 
 def test_r2_of_a_constant_reference_uses_variance_one():
-  y = np.full((3, 6, 6, 1), 0.3, np.float32)  # (0.3 + 1)/2 = 0.65: not exact in binary
+  y = np.full((3, 6, 6, 1), 0.3, np.float32)  # (0.3 + 1)/2: not exact in binary
   y[1] = -1.0                                  # all black after the clamp
   y[2] = 5.0                                   # saturated: clamps to all ones
   x = _images(5, y.shape)

@@ -1,0 +1,365 @@
+r"""The paper's main table (spec §8, §9.1): every analytical method against the reference network.
+
+  python experiments/table1.py --config=configs/default.py --reference=workdir/reference_default \
+      --output_dir=workdir/table1_default [--num_samples=128] [--batch_size=16] \
+      [--methods=optimal,wiener,pca_locality,golddiff] [--num_steps=10] [--seed=7]
+
+Protocol (spec §8):
+* Each method's config is the config file reloaded with ``method=<name>`` in its ``:arg`` (so a
+  baseline gets its dataset settings, e.g. PCA-locality's own θ, spec §6), then the
+  ``--config.field=value`` overrides; its options are ``run_config.method_options``, and
+  ``run_config.validate`` checks it before anything runs. Statistics come from
+  ``run.fit_or_load_stats``, cached in ``<output_dir>/stats``.
+* The reference (``models.reference``, loaded first: a missing or incompatible checkpoint fails
+  before any work) and every method start from the SAME latents, ``gd.noise`` of the first half
+  of ``split(key(seed))`` as in ``run.run``; batches use the sampler key ``fold_in(second half,
+  batch)``. Each follows its own trajectory, and at every step the method's x̂_0 is compared with
+  the reference's x̂_0 (`golddiff_jax.metrics.trajectory_metrics`); the score is the last step.
+* Time (spec §8.5), per method: compile seconds (sum over all steps and batches), the median
+  post-compile step seconds, and the published-style number: the wall time of all of the
+  method's sampling calls (plans, masks, compiles, host copies included; statistics excluded)
+  divided by (batches × steps), at the stated batch size.
+* Memory (spec §8.6): "peak mem" is the largest of XLA's estimates for one compiled sampling step
+  (``SampleOutput.step_bytes``: that step's arguments — database, statistics, the step's mask
+  or plan, latents — plus outputs and temporaries), in GiB. It leaves out what lives outside the
+  step: the other steps' precomputed plans, host-side trajectories and the Python process. The
+  process high-water mark (``outputs.peak_memory``: device ``peak_bytes_in_use``, or peak RSS on
+  CPU, cumulative over the whole run) goes to metrics.json.
+* Memorization (`metrics.memorization`): nearest/second-nearest L2 ratio of each final sample
+  against the database, and the fraction below 1/3; also for the reference's own samples.
+
+Outputs (atomic; ``metrics.json`` last): ``table.md``, ``table.csv``, ``metrics.json`` (per-step
+lists, options, timings), ``samples.png`` (one row per method, then the reference). Bad input
+(flags, config, unknown method, missing or incompatible checkpoint) prints one ``error: ...``
+line and exits with status 2 before anything is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+import jax
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)  # the configs package lives at the repository root
+
+import golddiff_jax as gd  # pylint: disable=g-import-not-at-top
+from golddiff_jax import metrics, outputs, run as run_lib, run_config
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Analytical run config (data, options).")
+_REFERENCE = flags.DEFINE_string("reference", None, "Reference network checkpoint directory.")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 128, "Samples per method (spec §8.3).",
+                                    lower_bound=1)
+_BATCH = flags.DEFINE_integer("batch_size", None, "Samples per batch (default: the config's).",
+                              lower_bound=1)
+_METHODS = flags.DEFINE_list("methods", list(gd.METHODS), "Analytical methods, in table order.")
+_STEPS = flags.DEFINE_integer("num_steps", 10, "DDIM steps.", lower_bound=1, upper_bound=1000)
+_OUTPUT = flags.DEFINE_string("output_dir", "workdir/table1", "Directory for the table.")
+_SEED = flags.DEFINE_integer("seed", None, "Latent/sampler seed (default: the config's).",
+                             lower_bound=0)
+_GRID = flags.DEFINE_integer("grid_samples", 8, "Samples per row of samples.png.", lower_bound=1)
+
+GIB = 2.0 ** 30
+
+
+def _load_module(path: str):
+  for candidate in (path, os.path.join(ROOT, path)):
+    if os.path.isfile(candidate):
+      spec = importlib.util.spec_from_file_location("table1_config", candidate)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      return module
+  raise ValueError(f"config file not found: {path}")
+
+
+def method_config(config_spec: str, overrides: dict, method: str, *, num_samples: int,
+                  batch_size: int | None, num_steps: int, seed: int | None):
+  """The config file (``path[:arg]``) with ``method=<method>``, the overrides and the sampler
+  fields applied; validated (ValueError names the problem)."""
+  if method not in gd.METHODS:
+    raise ValueError(f"unknown method {method!r}; valid methods: {sorted(gd.METHODS)}")
+  path, _, arg = config_spec.partition(":")
+  module = _load_module(path)
+  items = [i for i in arg.split(",") if i.strip() and i.partition("=")[0].strip() != "method"]
+  try:
+    config = module.get_config(",".join(items + [f"method={method}"]))
+  except ValueError:  # a config file without a ``method`` argument: switch the field only
+    config = module.get_config(arg or None)
+    config.method = method
+  try:
+    config.update_from_flattened_dict({k: v for k, v in overrides.items() if k != "method"})
+  except (KeyError, AttributeError, TypeError) as e:
+    raise ValueError(f"bad config override: {e}") from e
+  config.sampler.num_samples = num_samples
+  config.sampler.num_steps = num_steps
+  if batch_size is not None:
+    config.sampler.batch_size = batch_size
+  config.sampler.batch_size = min(config.sampler.batch_size, num_samples)
+  if seed is not None:
+    config.seed = seed
+  run_config.validate(config)
+  return config
+
+
+def _sample_all(sample_batch, latents: np.ndarray, batch: int) -> dict:
+  """Runs ``sample_batch(latents_b, b) -> SampleOutput`` over all batches and times the whole."""
+  outs = []
+  start = time.perf_counter()
+  for b, first in enumerate(range(0, len(latents), batch)):
+    outs.append(sample_batch(latents[first:first + batch], b))
+  wall = time.perf_counter() - start
+  step_seconds = np.concatenate([o.step_seconds for o in outs])
+  steps = len(outs[0].timesteps)
+  return {
+      "images": np.concatenate([o.images for o in outs]),
+      "trajectory": np.concatenate([o.x0_trajectory for o in outs], axis=1),
+      "timesteps": [int(t) for t in outs[0].timesteps],
+      "timing": {
+          "batch_size": batch, "num_batches": len(outs), "num_steps": steps,
+          "wall_seconds": wall,
+          "published_style_seconds_per_batch_step": wall / (len(outs) * steps),
+          "step_seconds_median": float(np.median(step_seconds)),
+          "compile_seconds": float(sum(o.compile_seconds.sum() for o in outs)),
+          "step_seconds": [o.step_seconds.tolist() for o in outs],
+      },
+      "memory": {"peak_step_bytes": int(max(o.step_bytes.max() for o in outs)),
+                 "step_bytes": outs[0].step_bytes.tolist(),
+                 "what": "max over steps of XLA's estimate for one compiled step "
+                         "(arguments + outputs + temporaries)"},
+  }
+
+
+DATA_FIELDS = ("dataset", "split", "resolution", "subset_size", "class_id", "num_images",
+               "data_seed")
+
+
+def reference_training_data(reference_dir: str, config) -> dict | None:
+  """The ``data`` section the reference was trained on (its workdir's config.json) and whether
+  it selects the same images as ``config``; None when the workdir has no readable config."""
+  folder = os.path.abspath(reference_dir)
+  if os.path.basename(folder) == "checkpoints":
+    folder = os.path.dirname(folder)
+  try:
+    with open(os.path.join(folder, "config.json")) as f:
+      trained = json.load(f)["data"]
+    theirs = ml_collections.ConfigDict({"data": trained})
+    same = all(trained.get(k) == config.data.get(k) for k in DATA_FIELDS if k != "resolution")
+    same = same and run_config.resolution(theirs) == run_config.resolution(config)
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  return {"data": {k: trained.get(k) for k in DATA_FIELDS}, "matches_database": bool(same)}
+
+
+def _memorization(images: np.ndarray, database) -> dict:
+  found = metrics.memorization(images, database)
+  return {k: found[k] for k in ("fraction_memorized", "ratio_median", "nearest_distance_mean",
+                                "nearest_rms_mean", "threshold")} | {
+                                    "ratio": found["ratio"].tolist(),
+                                    "nearest_index": found["index"][:, 0].tolist()}
+
+
+def labelled_rows(rows: list[tuple[str, np.ndarray]], columns: int) -> np.ndarray:
+  """One image row per (name, images [n, H, W, C]) with the name on the left, as uint8 RGB
+  (zoomed by an integer factor, at least 2, so small images stay visible)."""
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  grid = outputs.image_grid(np.concatenate([im[:columns] for _, im in rows]), columns=columns)
+  if grid.ndim == 2:
+    grid = np.repeat(grid[..., None], 3, axis=-1)
+  scale = max(2, -(-24 // rows[0][1].shape[1]))  # nearest-neighbour zoom: rows ≥ 24 px tall
+  grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
+  row_h = grid.shape[0] // len(rows)
+  width = 8 + 7 * max(len(name) for name, _ in rows)
+  canvas = Image.new("RGB", (width + grid.shape[1], grid.shape[0]), (255, 255, 255))
+  canvas.paste(Image.fromarray(grid), (width, 0))
+  draw = ImageDraw.Draw(canvas)
+  for r, (name, _) in enumerate(rows):
+    draw.text((4, 1 + r * row_h + max(0, row_h // 2 - 6)), name, fill=(0, 0, 0))
+  return np.asarray(canvas)
+
+
+def _fmt(value, spec: str) -> str:
+  return "—" if value is None else format(value, spec)
+
+
+def table_rows(results: dict) -> list[dict]:
+  rows = []
+  for name, r in [*results["methods"].items(), ("reference", results["reference"])]:
+    scores = r.get("scores", {})
+    rows.append({
+        "method": name, "mse": scores.get("mse"), "r2": scores.get("r2"), "l1": scores.get("l1"),
+        "seconds_per_step": r["timing"]["published_style_seconds_per_batch_step"],
+        "peak_mem_gib": (r["memory"]["peak_step_bytes"] / GIB
+                         if r["memory"]["peak_step_bytes"] >= 0 else None),
+        "memorized": r["memorization"]["fraction_memorized"],
+        "ratio_median": r["memorization"]["ratio_median"],
+        "step_seconds_median": r["timing"]["step_seconds_median"],
+        "compile_seconds": r["timing"]["compile_seconds"]})
+  return rows
+
+
+def write_tables(output_dir: str, results: dict) -> None:
+  rows = table_rows(results)
+  s = results["setup"]
+  lines = [
+      f"# Table 1: {s['dataset']} {'×'.join(map(str, s['image_shape']))}, N={s['num_images']}",
+      "",
+      f"{s['num_samples']} samples, {s['num_steps']} DDIM steps, batch size {s['batch_size']}, "
+      f"seed {s['seed']}; reference `{s['reference']}` (training step "
+      f"{s['reference_step']}); backend {s['backend']} ({s['device']}); {s['date']}.",
+      ""]
+  trained_on = s["reference_training_data"]
+  if trained_on is not None and not trained_on["matches_database"]:
+    lines += [f"**Note:** the reference was trained on {trained_on['data']}, not on this "
+              "database; its memorization row is not against its own training set.", ""]
+  lines += [
+      "| method | MSE ↓ | r² ↑ | s/step | peak mem (GiB) | L1 | memorized (ρ<1/3) "
+      "| median ρ | median step s | compile s |",
+      "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    lines.append(
+        f"| {r['method']} | {_fmt(r['mse'], '.4f')} | {_fmt(r['r2'], '.3f')} | "
+        f"{r['seconds_per_step']:.3f} | {_fmt(r['peak_mem_gib'], '.3f')} | "
+        f"{_fmt(r['l1'], '.4f')} | {r['memorized']:.3f} | {r['ratio_median']:.3f} | "
+        f"{r['step_seconds_median']:.3f} | {r['compile_seconds']:.1f} |")
+  lines += [
+      "",
+      "MSE, r², L1: final x̂_0 (t = 0) vs the reference network's, both clamp((x+1)/2, 0, 1), "
+      "spec §8.4. s/step: published-style wall time of the whole sampling (compile included) / "
+      "(batches × steps) at the stated batch size; median step s excludes compilation. Peak mem: "
+      "max over steps of XLA's estimate for one compiled step (its arguments incl. database, "
+      "statistics and that step's mask, plus outputs and temporaries); other steps' plans and "
+      "host memory are not included. Memorized: fraction of samples whose nearest training image "
+      "is < 1/3 as far as the second nearest (ρ = d1/d2, unit space); the reference row scores "
+      "the network's own samples. samples.png rows, top to bottom: "
+      + ", ".join(r["method"] for r in rows) + ".", ""]
+  text = "\n".join(lines)
+  outputs.atomic_write(os.path.join(output_dir, "table.md"), lambda f: f.write(text), mode="w")
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  outputs.atomic_write(os.path.join(output_dir, "table.csv"),
+                       lambda f: f.write(buffer.getvalue()), mode="w")
+
+
+def make_table(config_spec: str, reference_dir: str, output_dir: str, *, overrides=None,
+               methods=None, num_samples: int = 128, batch_size: int | None = None,
+               num_steps: int = 10, seed: int | None = None, grid_samples: int = 8) -> dict:
+  """Runs the protocol (module docstring) and writes the outputs; returns the results dict."""
+  try:
+    from golddiff_jax.models import reference  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ValueError(f"the reference network module is unavailable: {e}") from e
+  methods = list(gd.METHODS) if methods is None else list(methods)
+  if not methods or len(set(methods)) != len(methods):
+    raise ValueError(f"--methods must name each method once, got {methods}")
+  if not reference_dir:
+    raise ValueError("--reference (the reference network's checkpoint directory) is required")
+  configs = {m: method_config(config_spec, overrides or {}, m, num_samples=num_samples,
+                              batch_size=batch_size, num_steps=num_steps, seed=seed)
+             for m in methods}
+  base = next(iter(configs.values()))
+  if len({run_config.stats_key(c) for c in configs.values()}) != 1:
+    raise ValueError("the methods' configs select different data; cannot share a reference")
+  image_shape = run_config.image_shape(base)
+  model = reference.load_reference(reference_dir, image_shape=image_shape)
+  trained_on = reference_training_data(reference_dir, base)
+  if trained_on is not None and not trained_on["matches_database"]:
+    print(f"warning: the reference was trained on {trained_on['data']}, not on this database: "
+          "its memorization score is not against its own training set", flush=True)
+  output_dir = run_lib.ensure_workdir(output_dir)
+
+  stats, stats_info = run_lib.fit_or_load_stats(base, output_dir)
+  noise_key, sample_key = jax.random.split(jax.random.key(base.seed))
+  latents = np.asarray(gd.noise(noise_key, num_samples, stats.image_shape))
+  batch = base.sampler.batch_size
+  print(f"reference: sampling {num_samples} images from {reference_dir}", flush=True)
+  ref = _sample_all(lambda x, b: reference.sample(model, x, num_steps=num_steps), latents, batch)
+  ref["memorization"] = _memorization(ref["images"], stats.database)
+  results = {"methods": {}, "reference": {k: v for k, v in ref.items()
+                                          if k not in ("images", "trajectory")}}
+  images = {}
+  for m, config in configs.items():
+    options = run_config.method_options(config)
+    print(f"{m}: sampling {num_samples} images, options {options}", flush=True)
+    out = _sample_all(lambda x, b, m=m, options=options: gd.sample(
+        stats, x, method=m, num_steps=num_steps, key=jax.random.fold_in(sample_key, b),
+        **options), latents, batch)
+    scores = metrics.trajectory_metrics(out["trajectory"], ref["trajectory"])
+    results["methods"][m] = {
+        "options": options, "scores": scores, "timing": out["timing"], "memory": out["memory"],
+        "memorization": _memorization(out["images"], stats.database)}
+    images[m] = out["images"]
+    print(f"{m}: MSE {scores['mse']:.4f} r² {scores['r2']:.3f} s/step "
+          f"{out['timing']['published_style_seconds_per_batch_step']:.3f}", flush=True)
+  results["setup"] = {
+      "dataset": base.data.dataset, "image_shape": list(stats.image_shape),
+      "num_images": stats.num_images, "num_samples": num_samples, "batch_size": batch,
+      "num_steps": num_steps, "seed": int(base.seed), "timesteps": ref["timesteps"],
+      "reference": os.path.abspath(reference_dir), "reference_step": int(model.step),
+      "reference_training_data": trained_on, "backend": jax.default_backend(),
+      "device": jax.devices()[0].device_kind, "device_count": jax.device_count(),
+      "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "stats": stats_info,
+      "config": base.to_dict(), "process_peak_memory": outputs.peak_memory()}
+  rows = [(m, im) for m, im in images.items()] + [("reference", ref["images"])]
+  outputs.write_png(os.path.join(output_dir, "samples.png"),
+                    labelled_rows(rows, min(grid_samples, num_samples)))
+  write_tables(output_dir, results)
+  outputs.write_json(os.path.join(output_dir, "metrics.json"), results)
+  return results
+
+
+def _fail(message) -> None:
+  lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+  if any(line.startswith(("Traceback", "Attempted")) for line in lines):
+    lines = lines[-1:]  # a wrapped error: its last line is the cause
+  print(f"error: {' '.join(' '.join(lines).split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  try:
+    rest = flags.FLAGS(argv)
+    if _CONFIG.value is None:
+      _fail("--config is required (e.g. --config=configs/default.py)")
+    if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
+      _CONFIG.value.keys()  # a config file that failed to load raises its error here
+  except (KeyError, AttributeError) as e:
+    _fail(f"unknown config field {str(e).strip(chr(34) + chr(39))!r} in a --config override")
+  except OSError as e:
+    _fail(f"could not load the config file: {e}")
+  except Exception as e:  # noqa: BLE001 - flags and config loading raise many types.
+    _fail(e)
+  return rest
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  try:
+    make_table(
+        config_flags.get_config_filename(flags.FLAGS["config"]), _REFERENCE.value,
+        _OUTPUT.value, overrides=config_flags.get_override_values(flags.FLAGS["config"]),
+        methods=_METHODS.value, num_samples=_NUM_SAMPLES.value, batch_size=_BATCH.value,
+        num_steps=_STEPS.value, seed=_SEED.value, grid_samples=_GRID.value)
+  except ValueError as e:
+    _fail(e)
+  with open(os.path.join(_OUTPUT.value, "table.md")) as f:
+    print(f.read())
+
+
+if __name__ == "__main__":
+  jax.config.config_with_absl()
+  app.run(main, flags_parser=_parse_flags)
