@@ -3,7 +3,10 @@ r"""Times analytical denoisers side by side in one process, on the same data and
   python experiments/benchmark.py --num_images=5000 --resolution=32 --channels=3 --batch=16 \
       --methods=optimal,wiener,pca_locality:dense,pca_locality:bf16x3,pca_locality:auto
 
-Each entry of --methods is ``method`` or ``method:mask_impl``. Every variant samples the same latents;
+Each entry of --methods is ``method`` or ``method:mask_impl``. With ``--devices=1,2,4,8`` every
+variant also runs with the database sharded over that many devices (``gd.make_mesh(data=d)``; 1 =
+the unsharded path) and the table reports the database bytes each device holds; on a CPU-only
+machine add ``--fake_cpu_devices=8`` (XLA's host-platform device count, set before JAX starts). Every variant samples the same latents;
 each step is compiled ahead of its timed execution, and with --warmup (default) a first untimed run
 also warms caches (its compile seconds are the ones reported).
 Reported per variant: median and mean step seconds, compile seconds, XLA's memory estimate of the
@@ -13,6 +16,7 @@ table adds the work of the masked contraction per step: dense FLOPs 2·B·N·D²
 """
 
 import json
+import os
 import time
 
 from absl import app, flags
@@ -40,6 +44,10 @@ _SEED = flags.DEFINE_integer("seed", 0, "Data and noise seed.")
 _WARMUP = flags.DEFINE_bool("warmup", True, "Run each variant once untimed before timing it "
                             "(steps are compiled ahead of timing either way).")
 _OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the results.")
+_DEVICES = flags.DEFINE_list("devices", [], "Device counts to shard the database over "
+                             "(e.g. 1,2,4,8); empty: one device, no mesh.")
+_FAKE = flags.DEFINE_integer("fake_cpu_devices", 0, "If > 0, split the CPU into this many XLA "
+                             "devices (for --devices on a CPU-only machine).")
 
 
 def matmul_peak_gflops(m: int = 4096, k: int = 3072, n: int = 3072,
@@ -68,8 +76,12 @@ def mask_nnz(stats, num_steps: int, threshold: float) -> np.ndarray:
                      for t in schedules.ddim_timesteps(num_steps)])
 
 
-def run_variant(stats, latents, variant: str, key) -> dict:
+def run_variant(stats, latents, variant: str, key, devices: int = 0) -> dict:
+  """Samples with one variant; ``devices`` > 1 shards the database over that many devices."""
   method, _, impl = variant.partition(":")
+  mesh = gd.make_mesh(data=devices) if devices > 1 else None
+  if mesh is not None:
+    stats = gd.shard_stats(stats, mesh)
   options = {}
   if method in ("pca_locality", "golddiff"):
     options["mask_threshold"] = _THRESHOLD.value
@@ -79,10 +91,15 @@ def run_variant(stats, latents, variant: str, key) -> dict:
     options.update(k_min=_K_MIN.value, k_max=_K_MAX.value)
   compile_seconds = None
   if _WARMUP.value:
-    warm = gd.sample(stats, latents, method=method, num_steps=_STEPS.value, key=key, **options)
+    warm = gd.sample(stats, latents, method=method, num_steps=_STEPS.value, key=key, mesh=mesh,
+                     **options)
     compile_seconds = float(warm.compile_seconds.sum())
-  out = gd.sample(stats, latents, method=method, num_steps=_STEPS.value, key=key, **options)
-  return {"variant": variant, "method": method, "images": out.images,
+  out = gd.sample(stats, latents, method=method, num_steps=_STEPS.value, key=key, mesh=mesh,
+                  **options)
+  shard_rows = stats.database.addressable_shards[0].data.shape[0] if mesh else stats.num_images
+  name = f"{variant}@{devices}" if devices else variant
+  return {"variant": name, "method": method, "images": out.images, "devices": max(devices, 1),
+          "database_bytes_per_device": int(shard_rows * stats.dim * 4),
           "step_seconds": out.step_seconds,
           "compile_seconds": compile_seconds or float(out.compile_seconds.sum()),
           "peak_bytes": int(out.step_bytes.max())}
@@ -90,6 +107,13 @@ def run_variant(stats, latents, variant: str, key) -> dict:
 
 def main(argv):
   del argv
+  if _FAKE.value > 0:  # must happen before JAX initialises its backend
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={_FAKE.value}")
+  device_counts = [int(d) for d in _DEVICES.value] or [0]
+  if max(device_counts) > jax.device_count():
+    raise app.UsageError(f"--devices asks for {max(device_counts)} devices; "
+                         f"{jax.device_count()} available (see --fake_cpu_devices)")
   n, res, ch, batch = _N.value, _RES.value, _CH.value, _BATCH.value
   print(f"# {time.strftime('%Y-%m-%d')}  backend={jax.default_backend()} "
         f"devices={jax.device_count()}  N={n} {res}x{res}x{ch} batch={batch}")
@@ -102,19 +126,24 @@ def main(argv):
   print(f"fit: {time.perf_counter() - start:.1f} s")
   latents = gd.noise(jax.random.key(_SEED.value + 7), batch, stats.image_shape)
   key = jax.random.key(_SEED.value + 1)
-  results = [run_variant(stats, latents, v, key) for v in _METHODS.value]
+  results = [run_variant(stats, latents, v, key, d) for v in _METHODS.value
+             for d in device_counts]
   reference = next(r for r in results if r["variant"] == (_REFERENCE.value or results[0]["variant"]))
   d = stats.dim
   nnz = mask_nnz(stats, _STEPS.value, _THRESHOLD.value)
-  print("\n| variant | median s/step | mean s/step | compile s | step memory MB "
-        f"| max abs diff vs {reference['variant']} |")
-  print("|---|---|---|---|---|---|")
+  print("\n| variant | devices | median s/step | mean s/step | compile s | step memory MB "
+        f"| database MB/device | max abs diff vs {reference['variant']} "
+        "| rel. diff vs fewest devices |")
+  print("|---|---|---|---|---|---|---|---|---|")
   for r in results:
     diff = float(np.max(np.abs(r["images"] - reference["images"])))
-    print(f"| {r['variant']} | {np.median(r['step_seconds']):.3f} | "
+    base = next(b for b in results if b["variant"].split("@")[0] == r["variant"].split("@")[0])
+    rel = float(np.linalg.norm(r["images"] - base["images"]) / np.linalg.norm(base["images"]))
+    print(f"| {r['variant']} | {r['devices']} | {np.median(r['step_seconds']):.3f} | "
           f"{np.mean(r['step_seconds']):.3f} | {r['compile_seconds']:.1f} | "
-          f"{r['peak_bytes'] / 2**20:.0f} | {diff:.2e} |")
-  masked = [r for r in results if r["method"] == "pca_locality"]
+          f"{r['peak_bytes'] / 2**20:.0f} | {r['database_bytes_per_device'] / 2**20:.1f} | "
+          f"{diff:.2e} | {rel:.1e} |")
+  masked = [r for r in results if r["method"] == "pca_locality" and r["devices"] == 1]
   if masked:
     ts = schedules.ddim_timesteps(_STEPS.value)
     print(f"\nmasked contraction work per step (peak {peak:.0f} GFLOP/s): "
