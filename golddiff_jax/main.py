@@ -9,54 +9,27 @@ Compiled steps are cached in ``<workdir>/jax_cache`` unless ``--jax_compilation_
 """
 
 import os
-import sys
 
 from absl import app, flags, logging
 import jax
-import ml_collections
 from ml_collections import config_flags
+
+from golddiff_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/<name>.py[:arg]).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the run's outputs.")
 
 
-def _fail(message) -> None:
-  lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-  if any(line.startswith(("Traceback", "Attempted")) for line in lines):
-    lines = lines[-1:]  # a wrapped error: its last line is the cause
-  print(f"error: {' '.join(' '.join(lines).split())}", file=sys.stderr)
-  sys.exit(2)
-
-
-def _parse_flags(argv):
-  """absl flag parsing that reports every problem as one line (no traceback)."""
-  try:
-    rest = flags.FLAGS(argv)
-    if _CONFIG.value is None:
-      _fail("--config is required (e.g. --config=configs/default.py)")
-    if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
-      _CONFIG.value.keys()  # a config file that failed to load raises its error here
-  except (KeyError, AttributeError) as e:
-    _fail(f"unknown config field {str(e).strip(chr(34) + chr(39))!r} in a --config override")
-  except OSError as e:
-    _fail(f"could not load the config file: {e}")
-  except Exception as e:  # noqa: BLE001 - flags and config loading raise many types.
-    _fail(e)
-  if not _WORKDIR.value:
-    _fail("--workdir is required")
-  return rest
-
-
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if _CONFIG.value.get("mesh", {}).get("distributed", False) is True:
     try:  # multi-host: coordinator, process id and count come from the cluster environment
       jax.distributed.initialize()
     except (RuntimeError, ValueError) as e:
-      _fail(f"jax.distributed.initialize() failed (mesh.distributed=True): {e}")
+      cli.fail(f"jax.distributed.initialize() failed (mesh.distributed=True): {e}")
   logging.info("JAX process %d / %d, %d local / %d global devices (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.default_backend())
@@ -66,9 +39,9 @@ def main(argv):
   try:
     run.run(_CONFIG.value, _WORKDIR.value)
   except ValueError as e:
-    _fail(e)
+    cli.fail(e)
 
 
 if __name__ == "__main__":
   jax.config.config_with_absl()
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.flags_parser(_CONFIG, required=[_WORKDIR]))
