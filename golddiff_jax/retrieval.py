@@ -37,9 +37,12 @@ ScoreFn = Callable[[jax.Array, int], jax.Array]  # (start, size) -> scores [B, s
 
 
 def chunk_layout(n: int, chunk: int) -> tuple[int, np.ndarray]:
-  """(chunk, starts): chunk ≤ n rows per step and static starts min(j·chunk, n − chunk)."""
+  """(chunk, starts): at most ``chunk`` rows per step, balanced so that the count of steps is
+  minimal and the rows the clamped last start covers twice are fewer than the count;
+  starts min(j·chunk, n − chunk)."""
   chunk = max(1, min(int(chunk), n))
   count = -(-n // chunk)
+  chunk = -(-n // count)
   starts = np.minimum(np.arange(count) * chunk, n - chunk).astype(np.int32)
   return chunk, starts
 
