@@ -219,3 +219,15 @@ def test_merge_smallest_and_combine_softmax_match_one_device():
   w = np.exp(logits[..., 0].astype(np.float64) - logits[..., 0].max(axis=1, keepdims=True))
   want = (w / w.sum(axis=1, keepdims=True)) @ values.astype(np.float64)
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["optimal", "golddiff"])
+def test_user_built_explicit_mesh_works(method):
+  """A mesh from plain `jax.make_mesh` (Explicit axes, no 'batch' axis) is accepted too."""
+  _, stats, latents = _data()
+  options = METHODS[method]
+  key = jax.random.key(4)
+  want = gd.sample(stats, latents, method=method, num_steps=2, key=key, **options)
+  got = gd.sample(stats, latents, method=method, num_steps=2, key=key,
+                  mesh=jax.make_mesh((8,), ("data",)), **options)
+  _check_same(got.x0_trajectory, want.x0_trajectory)
