@@ -24,7 +24,7 @@ Protocol (spec §8):
   or plan, latents — plus outputs and temporaries), in GiB. It leaves out what lives outside the
   step: the other steps' precomputed plans, host-side trajectories and the Python process. The
   process high-water mark (``outputs.peak_memory``: device ``peak_bytes_in_use``, or peak RSS on
-  CPU, cumulative over the whole run) goes to metrics.json.
+  CPU; cumulative, so it is recorded after each method in turn) goes to metrics.json.
 * Memorization (`metrics.memorization`): nearest/second-nearest L2 ratio of each final sample
   against the database, and the fraction below 1/3; also for the reference's own samples.
 
@@ -287,6 +287,7 @@ def make_table(config_spec: str, reference_dir: str, output_dir: str, *, overrid
   print(f"reference: sampling {num_samples} images from {reference_dir}", flush=True)
   ref = _sample_all(lambda x, b: reference.sample(model, x, num_steps=num_steps), latents, batch)
   ref["memorization"] = _memorization(ref["images"], stats.database)
+  ref["memory"]["process_peak_bytes_after"] = outputs.peak_memory()["bytes"]
   results = {"methods": {}, "reference": {k: v for k, v in ref.items()
                                           if k not in ("images", "trajectory")}}
   images = {}
@@ -297,6 +298,7 @@ def make_table(config_spec: str, reference_dir: str, output_dir: str, *, overrid
         stats, x, method=m, num_steps=num_steps, key=jax.random.fold_in(sample_key, b),
         **options), latents, batch)
     scores = metrics.trajectory_metrics(out["trajectory"], ref["trajectory"])
+    out["memory"]["process_peak_bytes_after"] = outputs.peak_memory()["bytes"]
     results["methods"][m] = {
         "options": options, "scores": scores, "timing": out["timing"], "memory": out["memory"],
         "memorization": _memorization(out["images"], stats.database)}
