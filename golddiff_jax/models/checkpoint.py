@@ -37,8 +37,8 @@ def open_manager(directory: str, *, keep: int = 3, read_only: bool = False
                  ) -> ocp.CheckpointManager:
   """A manager over ``directory`` keeping the ``keep`` latest steps (read_only: never writes)."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=not read_only, read_only=read_only,
-      enable_async_checkpointing=False)
+      max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
+      create=not read_only, read_only=read_only, enable_async_checkpointing=False)
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 

@@ -7,7 +7,7 @@
 Sampling uses the analytical sampler's schedule and update (`golddiff_jax.schedules`: "leading"
 timesteps, ᾱ_prev(0) = 1, η = 0 DDIM with the clip inside the step), so method and reference
 trajectories differ only by their denoiser. The step is one jitted function with t and ᾱ traced,
-compiled once per latent shape. The batch is sharded over every device when it divides evenly,
+compiled once per network and latent shape and cached for the process. The batch is sharded over every device when it divides evenly,
 otherwise every device holds all of it; the weights are replicated.
 """
 
@@ -62,11 +62,8 @@ def load_reference(checkpoint_dir: str, *, image_shape=None) -> ReferenceModel:
         f"the reference network in {checkpoint_dir!r} was trained on {_shape_text(trained)} "
         f"images (H×W×C) but {_shape_text(image_shape)} was asked for: wrong resolution or "
         f"channels; train a reference for this dataset (configs/train/<dataset>.py)")
-  module = UNet(**meta["arch"])
-  shapes = jax.eval_shape(lambda: module.init(
-      {"params": jax.random.key(0)}, jnp.zeros((1, *trained), jnp.float32),
-      jnp.zeros((1,), jnp.int32), train=False)["params"])
   replicated = NamedSharding(make_mesh(-1), P())
+  shapes = _param_shapes(UNet(**meta["arch"]), trained)
   try:
     params = ckpt.restore(manager, step, {"ema_params": ckpt.abstract(shapes, replicated)})
   except Exception as e:  # noqa: BLE001 - orbax raises many types for damaged folders.
@@ -76,6 +73,12 @@ def load_reference(checkpoint_dir: str, *, image_shape=None) -> ReferenceModel:
     manager.close()
   return ReferenceModel(arch=meta["arch"], image_shape=trained, params=params["ema_params"],
                         step=int(step))
+
+
+def _param_shapes(module: UNet, image_shape) -> Any:
+  return jax.eval_shape(lambda: module.init(
+      {"params": jax.random.key(0)}, jnp.zeros((1, *image_shape), jnp.float32),
+      jnp.zeros((1,), jnp.int32), train=False)["params"])
 
 
 def _x0(module: UNet, params, x_t: jax.Array, t: jax.Array, abar_t: jax.Array) -> jax.Array:
@@ -91,6 +94,20 @@ def _step(module: UNet, params, x_t: jax.Array, t: jax.Array, abar_t: jax.Array,
           abar_prev: jax.Array):
   x0 = _x0(module, params, x_t, t, abar_t)
   return schedules.ddim_step(x_t, x0, abar_t, abar_prev), x0
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_step(module: UNet, batch_shape: tuple, sharded: bool):
+  """`_step` compiled for one network and latent shape, cached: every step of every batch of
+  a run shares one executable."""
+  mesh = make_mesh(-1)
+  replicated = NamedSharding(mesh, P())
+  params = ckpt.abstract(_param_shapes(module, batch_shape[1:]), replicated)
+  x = jax.ShapeDtypeStruct(batch_shape, jnp.float32,
+                           sharding=NamedSharding(mesh, P("data") if sharded else P()))
+  scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype, sharding=replicated)  # noqa: E731
+  return _step.lower(module, params, x, scalar(jnp.int32), scalar(jnp.float32),
+                     scalar(jnp.float32)).compile()
 
 
 def _check(model: ReferenceModel, x: Any, name: str) -> None:
@@ -134,7 +151,7 @@ def sample(model: ReferenceModel, latents, num_steps: int = 10) -> SampleOutput:
                            jnp.float32(schedules.alpha_bar_prev(t, num_steps))), replicated)
 
   begin = time.perf_counter()
-  compiled = _step.lower(module, params, x, *scalars(timesteps[0])).compile()
+  compiled = _compiled_step(module, tuple(x.shape), x.sharding.spec == P("data"))
   compile_seconds = [time.perf_counter() - begin] + [0.0] * (num_steps - 1)
   step_bytes = [_memory_bytes(compiled)] * num_steps
   trajectory, step_seconds = [], []

@@ -39,6 +39,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from golddiff_jax import outputs, schedules
 from golddiff_jax.models import checkpoint as ckpt
 from golddiff_jax.models.unet import UNet, check_arch
+from golddiff_jax.run import ensure_workdir
 
 log = logging.getLogger("golddiff_jax.models.train")
 log.setLevel(logging.INFO)
@@ -233,7 +234,7 @@ def train(config, workdir: str, *, images: np.ndarray | None = None) -> dict:
   mesh = make_mesh(config.mesh.data)
   check_config(config, mesh.size)
   t = config.train
-  os.makedirs(workdir, exist_ok=True)
+  workdir = ensure_workdir(workdir)
   images = _load_images(config) if images is None else np.asarray(images, np.float32)
   if images.ndim != 4 or images.shape[0] < t.batch_size:
     raise ValueError(f"need images [N, H, W, C] with N >= train.batch_size={t.batch_size}; got "
