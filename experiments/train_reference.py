@@ -15,55 +15,29 @@ import sys
 
 from absl import app, flags, logging
 import jax
-import ml_collections
 from ml_collections import config_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # the configs package lives at the repository root
 
+from golddiff_jax import cli  # noqa: E402  pylint: disable=g-import-not-at-top
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file (configs/train/<name>.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 
 
-def _fail(message) -> None:
-  lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-  if any(line.startswith(("Traceback", "Attempted")) for line in lines):
-    lines = lines[-1:]  # a wrapped error: its last line is the cause
-  print(f"error: {' '.join(' '.join(lines).split())}", file=sys.stderr)
-  sys.exit(2)
-
-
-def _parse_flags(argv):
-  """absl flag parsing that reports every problem as one line (no traceback)."""
-  try:
-    rest = flags.FLAGS(argv)
-    if _CONFIG.value is None:
-      _fail("--config is required (e.g. --config=configs/train/default.py)")
-    if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
-      _CONFIG.value.keys()  # a config file that failed to load raises its error here
-  except (KeyError, AttributeError) as e:
-    _fail(f"unknown config field {str(e).strip(chr(34) + chr(39))!r} in a --config override")
-  except OSError as e:
-    _fail(f"could not load the config file: {e}")
-  except Exception as e:  # noqa: BLE001 - flags and config loading raise many types.
-    _fail(e)
-  if not _WORKDIR.value:
-    _fail("--workdir is required")
-  return rest
-
-
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO; ours still shows
   try:
     os.makedirs(_WORKDIR.value, exist_ok=True)
   except OSError as e:
-    _fail(f"workdir {_WORKDIR.value!r} cannot be created: {e.strerror or e}")
+    cli.fail(f"workdir {_WORKDIR.value!r} cannot be created: {e.strerror or e}")
   if not jax.config.jax_compilation_cache_dir:  # a resumed run reuses the compiled step
     jax.config.update("jax_compilation_cache_dir", os.path.join(_WORKDIR.value, "jax_cache"))
   from golddiff_jax.models import train  # pylint: disable=g-import-not-at-top
@@ -77,10 +51,11 @@ def main(argv):
     summary = train.train(_CONFIG.value, _WORKDIR.value)
   except ValueError as e:
     train.log.error("%s", e)
-    _fail(e)
+    cli.fail(e)
   train.log.info("done: %s", summary)
 
 
 if __name__ == "__main__":
   jax.config.config_with_absl()
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.flags_parser(_CONFIG, required=[_WORKDIR],
+                                              example="configs/train/default.py"))

@@ -45,7 +45,7 @@ class SampleOutput:
   step_bytes: np.ndarray
 
 
-def _memory_bytes(compiled) -> int:
+def memory_bytes(compiled) -> int:
   try:
     m = compiled.memory_analysis()
     return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
@@ -129,7 +129,7 @@ def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
     start = time.perf_counter()
     compiled = _step.lower(*args, method=method, mesh=mesh).compile()
     compile_seconds.append(time.perf_counter() - start)
-    step_bytes.append(_memory_bytes(compiled))
+    step_bytes.append(memory_bytes(compiled))
     start = time.perf_counter()
     x, x0 = compiled(*args)
     x0.block_until_ready()

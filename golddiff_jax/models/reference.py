@@ -27,7 +27,7 @@ from golddiff_jax import schedules
 from golddiff_jax.models import checkpoint as ckpt
 from golddiff_jax.models.train import make_mesh
 from golddiff_jax.models.unet import UNet
-from golddiff_jax.sampler import SampleOutput, _memory_bytes
+from golddiff_jax.sampler import SampleOutput, memory_bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +153,7 @@ def sample(model: ReferenceModel, latents, num_steps: int = 10) -> SampleOutput:
   begin = time.perf_counter()
   compiled = _compiled_step(module, tuple(x.shape), x.sharding.spec == P("data"))
   compile_seconds = [time.perf_counter() - begin] + [0.0] * (num_steps - 1)
-  step_bytes = [_memory_bytes(compiled)] * num_steps
+  step_bytes = [memory_bytes(compiled)] * num_steps
   trajectory, step_seconds = [], []
   for t in timesteps:
     step_scalars = scalars(t)

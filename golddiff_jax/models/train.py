@@ -36,7 +36,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from golddiff_jax import outputs, schedules
+from golddiff_jax import outputs, schedules, sharding
 from golddiff_jax.models import checkpoint as ckpt
 from golddiff_jax.models.unet import UNet, check_arch
 from golddiff_jax.run import ensure_workdir
@@ -59,14 +59,13 @@ def arch_of(config) -> dict:
 
 
 def make_mesh(num_devices: int = -1) -> jax.sharding.Mesh:
-  """A 1-D ``('data',)`` mesh over the first ``num_devices`` devices (-1: all)."""
-  devices = jax.devices()
-  n = len(devices) if num_devices == -1 else int(num_devices)
-  if not 1 <= n <= len(devices):
-    raise ValueError(f"mesh.data must be -1 or in [1, {len(devices)}], got {num_devices}")
-  # Auto axes: the compiler propagates the batch sharding through the network.
-  return jax.make_mesh((n,), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices[:n])
+  """The training mesh: ``num_devices`` devices (-1: all) on the ``data`` axis, which shards the
+  batch (`golddiff_jax.sharding.make_mesh`; Auto axes, so the compiler propagates the batch
+  sharding through the network)."""
+  if isinstance(num_devices, bool) or not isinstance(num_devices, int) or (
+      num_devices != -1 and not 1 <= num_devices <= jax.device_count()):
+    raise ValueError(f"mesh.data must be -1 or in [1, {jax.device_count()}], got {num_devices}")
+  return sharding.make_mesh(data=num_devices)
 
 
 def check_config(config, num_devices: int) -> None:
