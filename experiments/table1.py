@@ -55,7 +55,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # the configs package lives at the repository root
 
 import golddiff_jax as gd  # pylint: disable=g-import-not-at-top
-from golddiff_jax import metrics, outputs, run as run_lib, run_config
+from golddiff_jax import cli, metrics, outputs, run as run_lib, run_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Analytical run config (data, options).")
 _REFERENCE = flags.DEFINE_string("reference", None, "Reference network checkpoint directory.")
@@ -322,33 +322,9 @@ def make_table(config_spec: str, reference_dir: str, output_dir: str, *, overrid
   return results
 
 
-def _fail(message) -> None:
-  lines = [line.strip() for line in str(message).splitlines() if line.strip()]
-  if any(line.startswith(("Traceback", "Attempted")) for line in lines):
-    lines = lines[-1:]  # a wrapped error: its last line is the cause
-  print(f"error: {' '.join(' '.join(lines).split())}", file=sys.stderr)
-  sys.exit(2)
-
-
-def _parse_flags(argv):
-  try:
-    rest = flags.FLAGS(argv)
-    if _CONFIG.value is None:
-      _fail("--config is required (e.g. --config=configs/default.py)")
-    if not isinstance(_CONFIG.value, ml_collections.ConfigDict):
-      _CONFIG.value.keys()  # a config file that failed to load raises its error here
-  except (KeyError, AttributeError) as e:
-    _fail(f"unknown config field {str(e).strip(chr(34) + chr(39))!r} in a --config override")
-  except OSError as e:
-    _fail(f"could not load the config file: {e}")
-  except Exception as e:  # noqa: BLE001 - flags and config loading raise many types.
-    _fail(e)
-  return rest
-
-
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   try:
     make_table(
@@ -357,11 +333,11 @@ def main(argv):
         methods=_METHODS.value, num_samples=_NUM_SAMPLES.value, batch_size=_BATCH.value,
         num_steps=_STEPS.value, seed=_SEED.value, grid_samples=_GRID.value)
   except ValueError as e:
-    _fail(e)
+    cli.fail(e)
   with open(os.path.join(_OUTPUT.value, "table.md")) as f:
     print(f.read())
 
 
 if __name__ == "__main__":
   jax.config.config_with_absl()
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.flags_parser(_CONFIG, required=[_REFERENCE]))
