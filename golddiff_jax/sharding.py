@@ -160,9 +160,10 @@ def assemble_rows(local: np.ndarray, counts, mesh: Mesh) -> jax.Array:
 
 
 def _pad_rows(rows: jax.Array, pad: int, *, out_sharding) -> jax.Array:
-  fn = jax.jit(lambda r: jnp.pad(r, [(0, pad)] + [(0, 0)] * (r.ndim - 1)),
-               out_shardings=out_sharding)
-  return fn(rows)
+  """Pads on the rows' own devices, then moves the result (possibly to other devices)."""
+  if pad:
+    rows = jax.jit(lambda r: jnp.pad(r, [(0, pad)] + [(0, 0)] * (r.ndim - 1)))(rows)
+  return jax.device_put(rows, out_sharding)
 
 
 def constrain(x: jax.Array, mesh: Mesh, spec: P) -> jax.Array:

@@ -231,3 +231,15 @@ def test_user_built_explicit_mesh_works(method):
   got = gd.sample(stats, latents, method=method, num_steps=2, key=key,
                   mesh=jax.make_mesh((8,), ("data",)), **options)
   _check_same(got.x0_trajectory, want.x0_trajectory)
+
+
+def test_stats_sharded_on_one_mesh_run_on_another():
+  _, stats, latents = _data()
+  on_two = gd.shard_stats(stats, gd.make_mesh(data=2))
+  mesh = gd.make_mesh(data=4, batch=2)
+  moved = gd.shard_stats(on_two, mesh)
+  assert moved.mesh == mesh and moved.num_images == N
+  np.testing.assert_array_equal(np.asarray(moved.images), np.asarray(stats.database))
+  want = gd.sample(stats, latents, method="optimal", num_steps=2)
+  got = gd.sample(on_two, latents, method="optimal", num_steps=2, mesh=gd.make_mesh(data=8))
+  _check_same(got.x0_trajectory, want.x0_trajectory)
