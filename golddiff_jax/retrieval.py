@@ -226,7 +226,7 @@ def golden_subset_shard(database: jax.Array, sq_norms: jax.Array, proxy_db: jax.
   if bits is None:
     pool = jnp.broadcast_to(valid, (batch, num_local))
   else:
-    pool = sharding.smallest_mask(bits, m)
+    pool = select_lib.smallest_mask(bits, m, axis_name=sharding.DATA)
   keep = min(survivors, m)
   values, local = coarse_candidates(proxy_db, proxy_sq, x_proxy, a, pool, min(keep, num_local),
                                     scale=scale, chunk=coarse_chunk, method=method,

@@ -65,21 +65,25 @@ def sortable_key(scores: jax.Array) -> jax.Array:
   return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
 
 
-def smallest_mask(keys: jax.Array, k: int) -> jax.Array:
+def smallest_mask(keys: jax.Array, k: int, axis_name: str | None = None) -> jax.Array:
   """Boolean mask [..., N] with exactly k True: the k smallest uint32 ``keys`` per row.
 
   Ties at the k-th value are broken towards lower indices. 32 bisection passes, no sort.
+  With ``axis_name`` (inside ``shard_map``), ``keys`` [B, n_local] are this shard's columns of a
+  global [B, N] row sharded over that axis: counts are summed across shards and ties go to lower
+  shards first, so the mask is the global one.
   """
   shape = keys.shape
   n = shape[-1]
-  if k >= n:
+  if axis_name is None and k >= n:
     return jnp.ones(shape, bool)
   if k <= 0:
     return jnp.zeros(shape, bool)
   keys = keys.astype(jnp.uint32).reshape(-1, n)
+  total = (lambda x: x) if axis_name is None else (lambda x: jax.lax.psum(x, axis_name))
 
   def count_le(bound):
-    return jnp.sum(keys <= bound[..., None], axis=-1, dtype=jnp.int32)
+    return total(jnp.sum(keys <= bound[..., None], axis=-1, dtype=jnp.int32))
 
   def body(_, carry):
     lo, hi = carry
@@ -87,20 +91,26 @@ def smallest_mask(keys: jax.Array, k: int) -> jax.Array:
     enough = count_le(mid) >= k
     return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
 
-  lo = jnp.min(keys, axis=-1)
-  hi = jnp.max(keys, axis=-1)
+  lo, hi = jnp.min(keys, axis=-1), jnp.max(keys, axis=-1)
+  if axis_name is not None:
+    lo, hi = jax.lax.pmin(lo, axis_name), jax.lax.pmax(hi, axis_name)
   kth, _ = jax.lax.fori_loop(0, 32, body, (lo, hi))  # smallest v with count(keys <= v) >= k
   kth = kth[:, None]
-  at_most = keys <= kth
-
-  def break_ties(at_most):  # keep only the first `need` entries equal to the k-th value
-    below = keys < kth
-    need = k - jnp.sum(below, axis=-1, keepdims=True, dtype=jnp.int32)
-    return below | ((keys == kth) & (prefix_count(keys == kth) <= need))
-
-  excess = jnp.any(jnp.sum(at_most, axis=-1, dtype=jnp.int32) > k)
-  mask = jax.lax.cond(excess, break_ties, lambda m: m, at_most)
-  return mask.reshape(shape)
+  below = keys < kth
+  tied = keys == kth
+  need = k - total(jnp.sum(below, axis=-1, keepdims=True, dtype=jnp.int32))
+  if axis_name is None:
+    # Ties are rare: count their ranks only when there are too many.
+    excess = jnp.any(jnp.sum(keys <= kth, axis=-1, dtype=jnp.int32) > k)
+    mask = jax.lax.cond(excess, lambda: below | (tied & (prefix_count(tied) <= need)),
+                        lambda: keys <= kth)
+    return mask.reshape(shape)
+  # Tied entries of earlier shards rank first: an exclusive prefix of the shards' tie counts.
+  ties = jax.lax.all_gather(jnp.sum(tied, axis=-1, dtype=jnp.int32), axis_name)  # [S, B]
+  me = jax.lax.axis_index(axis_name)
+  before = jnp.sum(jnp.where(jnp.arange(ties.shape[0])[:, None] < me, ties, 0), axis=0)
+  rank = before[:, None] + prefix_count(tied)
+  return (below | (tied & (rank <= need))).reshape(shape)
 
 
 def prefix_count(mask: jax.Array, block: int = 256) -> jax.Array:

@@ -191,13 +191,6 @@ def local_rows(num_local: int, num_valid: int) -> tuple[jax.Array, jax.Array]:
   return offset, valid
 
 
-def batch_offset(num_local: int, mesh_axes) -> jax.Array | int:
-  """The global index of this shard's first query (0 without a ``batch`` axis)."""
-  if BATCH not in mesh_axes:
-    return 0
-  return jax.lax.axis_index(BATCH) * num_local
-
-
 def combine_softmax(state: softmax.SoftmaxState, axis: str = DATA) -> softmax.SoftmaxState:
   """Merges exact online-softmax states computed on disjoint row sets across ``axis``."""
   new_max = jax.lax.pmax(state.max, axis)
@@ -216,44 +209,11 @@ def merge_smallest(values: jax.Array, index: jax.Array, k: int, *, axis: str = D
   Returns (values [B, k], index [B, k], *extra [B, k]) on every shard.
   """
   def gather(x):
-    g = jax.lax.all_gather(x, axis, axis=1, tiled=True)
-    return g
-  all_values = gather(values)
-  best, pos = select_lib.select(all_values, k, method="exact")
+    return jax.lax.all_gather(x, axis, axis=1, tiled=True)
+
+  best, pos = select_lib.select(gather(values), k, method="exact")
   picked = [jnp.take_along_axis(gather(x), pos, axis=1) for x in (index, *extra)]
   return (best, *picked)
-
-
-def smallest_mask(keys: jax.Array, k: int, axis: str = DATA) -> jax.Array:
-  """`select.smallest_mask` over rows sharded on ``axis``: exactly k True in the global row.
-
-  keys [B, n_local] uint32 are this shard's columns of a global [B, N] array; the global k
-  smallest are marked, ties broken towards lower global indices (shard-major order).
-  """
-  keys = keys.astype(jnp.uint32)
-
-  def count_le(bound):
-    return jax.lax.psum(jnp.sum(keys <= bound[:, None], axis=1, dtype=jnp.int32), axis)
-
-  def body(_, carry):
-    lo, hi = carry
-    mid = lo + (hi - lo) // 2
-    enough = count_le(mid) >= k
-    return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
-
-  lo = jax.lax.pmin(jnp.min(keys, axis=1), axis)
-  hi = jax.lax.pmax(jnp.max(keys, axis=1), axis)
-  kth, _ = jax.lax.fori_loop(0, 32, body, (lo, hi))
-  kth = kth[:, None]
-  below = keys < kth
-  tied = keys == kth
-  need = k - jax.lax.psum(jnp.sum(below, axis=1, keepdims=True, dtype=jnp.int32), axis)
-  # Tied entries in earlier shards come first: an exclusive prefix of the shards' tie counts.
-  ties = jax.lax.all_gather(jnp.sum(tied, axis=1, dtype=jnp.int32), axis)  # [S, B]
-  me = jax.lax.axis_index(axis)
-  before = jnp.sum(jnp.where(jnp.arange(ties.shape[0])[:, None] < me, ties, 0), axis=0)
-  rank = before[:, None] + jnp.cumsum(tied, axis=1, dtype=jnp.int32)
-  return below | (tied & (rank <= need))
 
 
 def chunk_for(total: int, chunk: int, shards: int) -> tuple[int, int]:

@@ -184,7 +184,7 @@ def test_sharded_smallest_mask_equals_one_device_with_ties(k):
   keys = rng.integers(0, 6, size=(3, 64)).astype(np.uint32)  # heavy ties
   want = np.asarray(select.smallest_mask(jnp.asarray(keys), k))
   mesh = gd.make_mesh(data=8)
-  got = _on_shards(lambda x: sharding.smallest_mask(x, k), mesh, P(None, "data"),
+  got = _on_shards(lambda x: select.smallest_mask(x, k, axis_name="data"), mesh, P(None, "data"),
                    P(None, "data"), jnp.asarray(keys))
   np.testing.assert_array_equal(np.asarray(got), want)
   assert (np.asarray(got).sum(axis=1) == k).all()
