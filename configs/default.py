@@ -54,7 +54,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.denoiser.temperature = 1.0
   config.denoiser.softmax = "exact"       # or "wssm" (pca_locality only)
   config.denoiser.wssm_chunk = 512
-  config.denoiser.mask_impl = "auto"      # auto | dense | bf16x3 | sparse
+  config.denoiser.mask_impl = "auto"      # auto | dense | tiled | bf16x3 | sparse (tiled: pca only)
+  config.denoiser.mask_tile = 8           # output tile side (pixels) of the tiled mask form
   config.denoiser.chunk_size = common.optional(int)  # database rows per scan step (memory only)
 
   config.golden = ml_collections.ConfigDict()

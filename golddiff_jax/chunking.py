@@ -7,6 +7,7 @@ chunk still counts as one chunk, as in the published baseline).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -37,7 +38,8 @@ def split_chunks(database: jax.Array, chunk_size: int,
 def softmax_average(database: jax.Array, logits_fn: LogitsFn, *, batch: int,
                     num_softmaxes: int, chunk_size: int, mode: str = "exact",
                     state: softmax.SoftmaxState | None = None,
-                    row_valid: jax.Array | None = None) -> softmax.SoftmaxState:
+                    row_valid: jax.Array | None = None,
+                    weighted=None) -> softmax.SoftmaxState:
   """Σ_i softmax_i(logits) · x_i over every database row, chunk by chunk.
 
   Args:
@@ -48,11 +50,15 @@ def softmax_average(database: jax.Array, logits_fn: LogitsFn, *, batch: int,
     mode: "exact" or "wssm".
     state: an accumulator to continue from (e.g. another shard's).
     row_valid: optional [N] bool; rows marked False carry no weight (a shard's padding).
+    weighted: optional Σ_i p·value for a logits layout other than [B, c, K] (`softmax`); the
+      candidate axis stays axis 1 and ``state`` must then be given in the matching layout.
 
   Returns:
     The accumulator state; `softmax.finalize` turns it into [B, D].
   """
   update = {"exact": softmax.update_exact, "wssm": softmax.update_wssm}[mode]
+  if weighted is not None:
+    update = functools.partial(update, weighted=weighted)
   chunks, valid = split_chunks(database, min(chunk_size, database.shape[0]), row_valid)
   if state is None:
     state = softmax.init(batch, num_softmaxes, database.shape[1], database.dtype)
@@ -60,7 +66,8 @@ def softmax_average(database: jax.Array, logits_fn: LogitsFn, *, batch: int,
   def body(carry, inputs):
     chunk, chunk_valid = inputs
     logits = logits_fn(chunk)
-    logits = jnp.where(chunk_valid[None, :, None], logits, -jnp.inf)
+    valid_axes = chunk_valid.reshape((1, -1) + (1,) * (logits.ndim - 2))
+    logits = jnp.where(valid_axes, logits, -jnp.inf)
     return update(carry, logits, chunk), None
 
   state, _ = jax.lax.scan(body, state, (chunks, valid))

@@ -13,6 +13,7 @@ converted on the host into the static structure that the chosen contraction need
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -84,3 +85,81 @@ def dense_from_sparse(idx: np.ndarray, valid: np.ndarray) -> np.ndarray:
   cols = np.broadcast_to(np.arange(d)[:, None], idx.shape)
   mask[idx[valid], cols[valid]] = 1.0
   return mask
+
+
+class TiledForm(NamedTuple):
+  """A mask regrouped by output tiles (see `tiled_form`); D' = groups·G is the tiled layout.
+
+  Attributes:
+    index: [groups, U] int32 — the union of the inputs feeding group g, as positions in the
+      tiled layout; padding slots hold D' (an appended zero column).
+    sub: [groups, U, G] float32 — M[index[g, u], output j of group g] (0 in padding).
+    order: [D'] int32 — the natural coordinate at each tiled position (D for padding outputs).
+    position: [D] int32 — the tiled position of each natural coordinate (inverse of ``order``).
+  """
+  index: np.ndarray
+  sub: np.ndarray
+  order: np.ndarray
+  position: np.ndarray
+
+  @property
+  def cost_ratio(self) -> float:
+    """Multiply-adds of the tiled contraction relative to the dense D×D one (padding counted)."""
+    groups, width, size = self.sub.shape
+    return groups * width * size / float(self.position.size) ** 2
+
+
+def tile_groups(image_shape: tuple[int, int, int], tile: int) -> np.ndarray:
+  """Output groups [groups, G]: one channel of a ``tile``×``tile`` block of pixels per group, in
+  natural (H, W, C) coordinates; tiles cut by the image border are padded with D."""
+  height, width, channels = (int(v) for v in image_shape)
+  if tile < 1:
+    raise ValueError(f"tile must be >= 1, got {tile}")
+  dim = height * width * channels
+  coords = np.arange(dim).reshape(height, width, channels)
+  rows, cols = -(-height // tile), -(-width // tile)
+  padded = np.full((rows * tile, cols * tile, channels), dim, np.int64)
+  padded[:height, :width] = coords
+  # [rows, tile, cols, tile, C] → [C, rows, cols, tile·tile]
+  blocks = padded.reshape(rows, tile, cols, tile, channels).transpose(4, 0, 2, 1, 3)
+  return blocks.reshape(channels * rows * cols, tile * tile)
+
+
+def tiled_form(mask: np.ndarray, image_shape: tuple[int, int, int], tile: int) -> TiledForm:
+  """Regroups a [D, D] mask so that each group of outputs reads only the inputs it needs.
+
+  Outputs are grouped by `tile_groups`; group g's inputs are the union U_g of its columns'
+  supports. The masked distance of the outputs in g is then a [·, |U_g|] × [|U_g|, G] product
+  instead of [·, D] × [D, G]: exact, and cheaper by `TiledForm.cost_ratio` when the mask is local.
+  """
+  mask = np.asarray(mask) != 0
+  dim = mask.shape[0]
+  if int(np.prod(image_shape)) != dim:
+    raise ValueError(f"image_shape {tuple(image_shape)} does not match a mask of size {dim}")
+  groups = tile_groups(image_shape, tile)
+  num_groups, size = groups.shape
+  order = groups.reshape(-1).astype(np.int32)
+  real = order < dim
+  position = np.empty(dim, np.int32)
+  position[order[real]] = np.nonzero(real)[0]
+  padded_mask = np.concatenate([mask, np.zeros((dim, 1), bool)], axis=1)  # column D: padding
+  unions = [np.nonzero(padded_mask[:, g].any(axis=1))[0] for g in groups]
+  width = max(max(len(u) for u in unions), 1)
+  index = np.full((num_groups, width), order.size, np.int32)
+  sub = np.zeros((num_groups, width, size), np.float32)
+  for g, (cols, rows) in enumerate(zip(groups, unions)):
+    index[g, :rows.size] = position[rows]
+    sub[g, :rows.size] = padded_mask[np.ix_(rows, cols)]
+  return TiledForm(index=index, sub=sub, order=order, position=position)
+
+
+def dense_from_tiled(form: TiledForm) -> np.ndarray:
+  """Inverse of `tiled_form` (for tests)."""
+  dim = form.position.size
+  mask = np.zeros((dim + 1, dim + 1), np.float32)
+  order = np.append(form.order, dim)  # tiled position D' (padding) → natural D
+  rows = order[form.index]                                  # [groups, U] natural inputs
+  cols = form.order.reshape(form.sub.shape[0], -1)          # [groups, G] natural outputs
+  g, u, j = np.nonzero(form.sub)
+  mask[rows[g, u], cols[g, j]] = 1.0
+  return mask[:dim, :dim]

@@ -10,6 +10,8 @@ Two accumulators share one state layout (max, sum, numerator) per (sample, coord
 Logits have shape [B, c, K] with K = 1 (one softmax per sample, e.g. the optimal denoiser) or
 K = D (one softmax per coordinate); values have shape [c, D]. Invalid (padding) candidates carry
 logit −inf and contribute nothing; a chunk with no valid candidate leaves the state unchanged.
+Other layouts work too as long as the candidate axis is axis 1 and ``weighted`` (Σ_i p·value)
+matches them: the tiled PCA-locality form uses logits [groups, c, B, G].
 """
 
 from __future__ import annotations
@@ -48,25 +50,27 @@ def _finite_or_zero(x: jax.Array) -> jax.Array:
   return jnp.where(jnp.isfinite(x), x, 0.0)
 
 
-def update_exact(state: SoftmaxState, logits: jax.Array, values: jax.Array) -> SoftmaxState:
-  """Folds one chunk into the exact online softmax."""
+def update_exact(state: SoftmaxState, logits: jax.Array, values: jax.Array,
+                 weighted=_weighted_values) -> SoftmaxState:
+  """Folds one chunk into the exact online softmax (candidates on axis 1 of ``logits``)."""
   new_max = jnp.maximum(state.max, jnp.max(logits, axis=1))
   shift = _finite_or_zero(new_max)  # all-(−inf) so far: nothing to rescale.
   scale = jnp.exp(state.max - shift)
   p = jnp.exp(logits - shift[:, None, :])
   total = state.total * scale + jnp.sum(p, axis=1)
-  numerator = state.numerator * scale + _weighted_values(p, values)
+  numerator = state.numerator * scale + weighted(p, values)
   return SoftmaxState(new_max, total, numerator)
 
 
-def update_wssm(state: SoftmaxState, logits: jax.Array, values: jax.Array) -> SoftmaxState:
+def update_wssm(state: SoftmaxState, logits: jax.Array, values: jax.Array,
+                weighted=_weighted_values) -> SoftmaxState:
   """Adds one chunk's local softmax average (weights sum to 1 per chunk) to the state."""
   chunk_max = _finite_or_zero(jnp.max(logits, axis=1))
   p = jnp.exp(logits - chunk_max[:, None, :])
   chunk_total = jnp.sum(p, axis=1)
   w = p / jnp.where(chunk_total > 0, chunk_total, 1.0)[:, None, :]
   return SoftmaxState(state.max, state.total + jnp.sum(w, axis=1),
-                      state.numerator + _weighted_values(w, values))
+                      state.numerator + weighted(w, values))
 
 
 def finalize(state: SoftmaxState) -> jax.Array:

@@ -91,7 +91,7 @@ def test_unknown_method_lists_valid_methods():
 @pytest.mark.parametrize("method,valid", [
     ("optimal", ["temperature", "chunk_size"]),
     ("pca_locality", ["mask_threshold", "temperature", "softmax", "wssm_chunk", "mask_impl",
-                      "chunk_size"]),
+                      "mask_tile", "chunk_size"]),
     ("wiener", []),
 ])
 def test_unknown_option_lists_valid_options(method, valid):
@@ -151,7 +151,7 @@ def test_bad_mask_threshold(theta):
 
 @pytest.mark.parametrize("option,value", [
     ("mask_impl", "csr"), ("mask_impl", None), ("softmax", "wss"), ("softmax", "ss"),
-    ("wssm_chunk", 0),
+    ("wssm_chunk", 0), ("mask_tile", 0), ("mask_tile", 2.5), ("mask_tile", True),
 ])
 def test_bad_pca_options(option, value):
   def call(fn):

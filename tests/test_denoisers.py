@@ -13,7 +13,7 @@ import pytest
 
 import golddiff_jax as gd
 import reference as ref
-from golddiff_jax import masks
+from golddiff_jax import masks, softmax
 from golddiff_jax.data import procedural_images
 from golddiff_jax.denoisers import optimal as optimal_mod
 from golddiff_jax.denoisers import pca_locality as pca_mod
@@ -169,11 +169,12 @@ def test_pca_locality_impls_match_reference(name, t):
   x_t = _noisy(name, t)[0]
   want = ref.pca_locality(_db(name), x_t, ref.ABAR[t], _mask(name, t))
   results = {}
-  for impl in ("dense", "bf16x3", "sparse"):
-    _, results[impl] = _denoise(name, t, "pca_locality", mask_impl=impl)
+  for impl in ("dense", "bf16x3", "sparse", "tiled"):
+    _, results[impl] = _denoise(name, t, "pca_locality", mask_impl=impl, mask_tile=2)
     np.testing.assert_allclose(results[impl], want, rtol=RTOL, atol=ATOL, err_msg=impl)
-  np.testing.assert_allclose(results["bf16x3"], results["dense"], rtol=1e-5, atol=5e-6)
-  np.testing.assert_allclose(results["sparse"], results["dense"], rtol=1e-5, atol=5e-6)
+  for impl in ("bf16x3", "sparse", "tiled"):
+    np.testing.assert_allclose(results[impl], results["dense"], rtol=1e-5, atol=5e-6,
+                               err_msg=impl)
   _, auto = _denoise(name, t, "pca_locality")
   np.testing.assert_allclose(auto, results["dense"], rtol=1e-5, atol=5e-6)
 
@@ -205,20 +206,23 @@ def test_pca_locality_apply_directly(name, impl):
   np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("impl", ["dense", "tiled"])
 @pytest.mark.parametrize("name", DATASETS)
-def test_pca_locality_t0_loose(name):
-  x_t, got = _denoise(name, 0, "pca_locality", mask_impl="dense")
+def test_pca_locality_t0_loose(name, impl):
+  """Also for the tiled form's expanded distance (Σ M x² − 2a Σ M x y + a² Σ M y²)."""
+  x_t, got = _denoise(name, 0, "pca_locality", mask_impl=impl, mask_tile=2)
   want = ref.pca_locality(_db(name), x_t, ref.ABAR[0], _mask(name, 0))
   np.testing.assert_allclose(got, want, rtol=0, atol=2e-2)
 
 
+@pytest.mark.parametrize("impl", ["dense", "tiled"])
 @pytest.mark.parametrize("name,chunk", [("gray8x8", 16), ("rgb6x5", 16), ("rgb6x5", 37)])
-def test_pca_locality_wssm(name, chunk):
+def test_pca_locality_wssm(name, chunk, impl):
   """WSSM over contiguous chunks (the last one partial: 120 = 7·16 + 8, 90 = 5·16 + 10,
   90 = 2·37 + 16) is the mean of per-chunk posterior means, and differs from the exact softmax."""
   t = 100
   x_t, got = _denoise(name, t, "pca_locality", softmax="wssm", wssm_chunk=chunk,
-                      mask_impl="dense")
+                      mask_impl=impl, mask_tile=3)
   logits = ref.pca_logits(_db(name), x_t, ref.ABAR[t], _mask(name, t))
   want = ref.wssm_mean(logits, _db(name), chunk)
   np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
@@ -282,3 +286,49 @@ def test_auto_mask_impl_is_dense_unless_the_mask_is_too_large(monkeypatch):
   mask = np.eye(100, dtype=np.float32)
   plan = pca_locality.build_plan(mask, 0.5, dict(pca_locality.OPTIONS), batch=2)
   assert plan.impl == "sparse" and plan.mask is None and plan.index.shape == (100, 1)
+
+
+@pytest.mark.parametrize("name,tile", [("gray8x8", 3), ("rgb6x5", 2), ("rgb6x5", 8)])
+@pytest.mark.parametrize("t", [900, 300])
+def test_tiled_continues_a_state_and_skips_invalid_rows(name, tile, t):
+  """The tiled form folds candidates into a state given in the natural layout (as the sharded
+  merge does) and honours ``row_valid``: two halves, one with masked rows, equal one pass."""
+  _, stats, _ = _data(name)
+  x_t, _ = _noisy(name, t)
+  options = {**pca_mod.OPTIONS, "mask_impl": "tiled", "mask_tile": tile, "chunk_size": 16}
+  plan = pca_mod.prepare(stats, ref.ABAR[t], options, x_t.shape[0])
+  assert plan.impl == "tiled"
+  db = stats.database
+  n = db.shape[0]
+  keep = np.random.default_rng(t).uniform(size=n) < 0.7
+  first = pca_mod.apply_to_candidates(db[: n // 2], plan, x_t, row_valid=keep[: n // 2])
+  both = pca_mod.apply_to_candidates(db[n // 2:], plan, x_t, state=first,
+                                     row_valid=keep[n // 2:])
+  want = ref.pca_locality(_db(name)[keep], x_t, ref.ABAR[t], _mask(name, t))
+  np.testing.assert_allclose(np.asarray(softmax.finalize(both)), want, rtol=RTOL, atol=ATOL)
+
+
+def test_auto_picks_tiled_for_local_masks_only(monkeypatch):
+  """`auto`: tiled when the tiled form costs ≤ TILED_MAX_RATIO of the dense product and its
+  weights fit; dense otherwise, and always dense without an image shape (GoldDiff's subsets)."""
+  shape, batch = (8, 8, 3), 4
+  d = int(np.prod(shape))
+  local, full = np.eye(d, dtype=np.float32), np.ones((d, d), np.float32)
+  opts = dict(pca_mod.OPTIONS)
+  assert pca_mod.build_plan(local, 0.5, opts, batch, image_shape=shape).impl == "tiled"
+  assert pca_mod.build_plan(full, 0.5, opts, batch, image_shape=shape).impl == "dense"
+  assert pca_mod.build_plan(local, 0.5, opts, batch).impl == "dense"
+  form = masks.tiled_form(local, shape, opts["mask_tile"])
+  assert form.cost_ratio <= pca_mod.TILED_MAX_RATIO
+  assert pca_mod.choose_impl("auto", d, form, batch) == "tiled"
+  monkeypatch.setattr(pca_mod, "TILED_MAX_BYTES", 4 * batch * form.sub.size - 1)
+  assert pca_mod.choose_impl("auto", d, form, batch) == "dense"  # its weights would not fit
+  monkeypatch.undo()
+  with pytest.raises(ValueError, match="tiled"):
+    pca_mod.build_plan(local, 0.5, {**opts, "mask_impl": "tiled"}, batch)
+  with pytest.raises(ValueError, match="mask_tile"):
+    pca_mod.check_options({**opts, "mask_tile": 0})
+  with pytest.raises(ValueError, match="mask_impl"):
+    _, stats, _ = _data("rgb6x5")
+    gd.denoise(stats, np.zeros((1, 6, 5, 3), np.float32), 100, method="golddiff",
+               mask_impl="tiled")

@@ -157,3 +157,52 @@ def test_sparse_round_trip_random(d, density):
   rng = np.random.default_rng(d)
   mask = (rng.uniform(size=(d, d)) < density).astype(np.float32)
   _check_sparse(mask)
+
+
+def _check_tiled(mask, image_shape, tile):
+  """The tiled form lists, for every group of outputs, exactly the union of their inputs."""
+  form = masks.tiled_form(mask, image_shape, tile)
+  h, w, c = image_shape
+  d = h * w * c
+  groups = masks.tile_groups(image_shape, tile)
+  assert form.sub.shape[0] == groups.shape[0] == c * -(-h // tile) * -(-w // tile)
+  assert form.sub.shape[2] == tile * tile
+  # Every coordinate is in exactly one group; `order` and `position` are inverse permutations.
+  real = form.order[form.order < d]
+  np.testing.assert_array_equal(np.sort(real), np.arange(d))
+  np.testing.assert_array_equal(form.order[form.position], np.arange(d))
+  coords = np.arange(d).reshape(h, w, c)
+  for g, outputs in enumerate(groups):
+    outputs = outputs[outputs < d]
+    channels = {int(np.argwhere(coords == m)[0][2]) for m in outputs}
+    assert len(channels) == 1  # one channel per group
+    union = np.flatnonzero((mask[:, outputs] != 0).any(axis=1))
+    listed = form.index[g][form.index[g] < form.order.size]
+    np.testing.assert_array_equal(np.sort(form.order[listed]), union)
+  np.testing.assert_array_equal(masks.dense_from_tiled(form), (mask != 0).astype(np.float32))
+  width = max(int(max(((mask[:, o[o < d]] != 0).any(axis=1)).sum() for o in groups)), 1)
+  assert form.cost_ratio == pytest.approx(groups.shape[0] * width * tile * tile / d**2)
+
+
+@pytest.mark.parametrize("image_shape,tile", [((6, 5, 3), 2), ((5, 7, 1), 3), ((4, 4, 2), 4),
+                                              ((3, 3, 1), 8), ((6, 6, 2), 1)])
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.4, 1.0])
+def test_tiled_round_trip_random(image_shape, tile, density):
+  d = int(np.prod(image_shape))
+  rng = np.random.default_rng(d + tile)
+  _check_tiled((rng.uniform(size=(d, d)) < density).astype(np.float32), image_shape, tile)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("t", [900, 100, 0])
+def test_tiled_round_trip_real_masks(shape, t):
+  _, stats, _ = _fit(shape)
+  mask = np.asarray(masks.locality_mask(stats.eigvals, stats.eigvecs, ref.ABAR[t], 0.05))
+  _check_tiled(mask, stats.image_shape, 2)
+
+
+def test_tiled_form_errors():
+  with pytest.raises(ValueError, match="image_shape"):
+    masks.tiled_form(np.eye(12), (2, 2, 2), 2)
+  with pytest.raises(ValueError, match="tile"):
+    masks.tiled_form(np.eye(8), (2, 2, 2), 0)

@@ -127,6 +127,19 @@ def test_ten_step_trajectories_on_every_mesh(method):
   _check_meshes(method, 10, [(1, 1), *MESHES])
 
 
+def test_tiled_pca_locality_does_not_depend_on_the_mesh():
+  """The tiled mask form (one state layout per shard, merged in natural coordinates) on a 2 × 4
+  mesh equals the dense form on one device."""
+  _, stats, latents = _data()
+  key = jax.random.key(3)
+  options = {**METHODS["pca_locality"], "mask_tile": 3}
+  want = gd.sample(stats, latents, method="pca_locality", num_steps=3, key=key,
+                   mask_impl="dense", **options)
+  got = gd.sample(stats, latents, method="pca_locality", num_steps=3, key=key,
+                  mesh=gd.make_mesh(data=4, batch=2), mask_impl="tiled", **options)
+  _check_same(got.x0_trajectory, want.x0_trajectory)
+
+
 @pytest.mark.parametrize("options", [
     {"select": "threshold"},
     {"random_retrieval": True},

@@ -92,9 +92,10 @@ def check_options(options: dict) -> None:
   theta = options["mask_threshold"]
   if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0.0 < theta < 1.0:
     raise ValueError(f"mask_threshold must be in (0, 1) (spec Q-10), got {theta!r}")
-  if options["mask_impl"] not in pca_locality.MASK_IMPLS:
-    raise ValueError(f"mask_impl must be one of {pca_locality.MASK_IMPLS}, "
-                     f"got {options['mask_impl']!r}")
+  impls = tuple(i for i in pca_locality.MASK_IMPLS if i != "tiled")  # tiled: full scan only
+  if options["mask_impl"] not in impls:
+    raise ValueError(f"mask_impl must be one of {impls}, got {options['mask_impl']!r} "
+                     f"(the tiled form needs a candidate set shared by the batch)")
   if options["softmax"] != "exact":
     raise ValueError(f"golddiff supports softmax='exact' only, got {options['softmax']!r}")
   select_lib.check_method(options["select"])

@@ -4,19 +4,26 @@ For output coordinate m, candidate i gets the logit −Σ_n (x_t[n] − a_t x_i[
 a distance restricted to the inputs n that the locality mask M_t lets feed m. The mask is built once
 per step of a sampling run (`prepare`), not once per batch.
 
-The contraction over n is the hot spot, O(B·N·D·nnz/D). It has three exact implementations:
+The contraction over n is the hot spot, O(B·N·D²) dense. It has four exact implementations:
 
 * ``dense``: ``delta @ M`` in float32 with precision HIGHEST;
-* ``bf16x3``: the same product as three bfloat16 passes. M is 0/1, so it is exact in bfloat16, and
+* ``tiled``: the outputs are grouped into one-channel tiles of ``mask_tile``×``mask_tile`` pixels
+  (`masks.tiled_form`), and each group reads only the union U_g of its inputs. The distance is
+  expanded, Σ_n M x² − 2a Σ_n M x y + a² Σ_n M y², so the gather of a chunk's database rows is
+  shared by the whole batch and the work is a [c, |U_g|] × [|U_g|, B·G] GEMM per group: cost
+  `masks.TiledForm.cost_ratio` of the dense one (0.02–0.5 on image data at the mid and late steps,
+  where the mask is local). Used by the full scan only (GoldDiff's per-sample subsets cannot share
+  the gather);
+* ``bf16x3``: the dense product as three bfloat16 passes. M is 0/1, so it is exact in bfloat16, and
   delta is split into hi + mid + lo bfloat16 parts (24 significand bits, as float32), each multiplied
   with float32 accumulation. On CPUs with AMX (XLA flag ``--xla_cpu_use_onednn=true``) and on GPUs and
   TPUs this runs on the bf16 matrix units;
 * ``sparse``: per-output index lists [D, P] and a gather-sum, O(B·N·D·P), computed in
-  coordinate-major layout so that every gather moves whole contiguous rows; it wins when the mask
-  is very sparse (late steps).
+  coordinate-major layout so that every gather moves whole contiguous rows.
 
-``auto`` picks ``dense`` unless the D×D float32 mask would exceed ``DENSE_MASK_MAX_BYTES`` (then
-``sparse``): measured on CPU, the gather-sum never beat the GEMM (docs/benchmarks.md).
+``auto`` picks, per step: ``sparse`` if the D×D float32 mask would exceed ``DENSE_MASK_MAX_BYTES``;
+else ``tiled`` when its cost ratio is at most ``TILED_MAX_RATIO`` (and its per-call weights fit in
+``TILED_MAX_BYTES``); else ``dense``. The thresholds are measured (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ from golddiff_jax import chunking, masks, sharding, softmax
 from golddiff_jax.stats import Stats
 
 OPTIONS = {"mask_threshold": 0.05, "temperature": 1.0, "softmax": "exact",
-           "wssm_chunk": 512, "mask_impl": "auto", "chunk_size": None}
-MASK_IMPLS = ("auto", "dense", "bf16x3", "sparse")
+           "wssm_chunk": 512, "mask_impl": "auto", "mask_tile": 8, "chunk_size": None}
+MASK_IMPLS = ("auto", "dense", "tiled", "bf16x3", "sparse")
 SOFTMAX_MODES = ("exact", "wssm")
 DENSE_MASK_MAX_BYTES = 2 * 2**30  # above this a [D, D] float32 mask is held as index lists
+TILED_MAX_RATIO = 0.6  # auto: tiled when its multiply-adds are at most this fraction of dense
+TILED_MAX_BYTES = 2**30  # auto: ... and its per-call weights [groups, U, B·G] fit in this
 _CHUNK_BYTES = 48 * 2**20
 _SLOT_GROUP = 32
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -43,8 +52,10 @@ HIGHEST = jax.lax.Precision.HIGHEST
 class Plan:
   """One step's precomputed mask and static configuration."""
   abar: jax.Array
-  mask: jax.Array | None          # [D, D] (float32, or bfloat16 for bf16x3)
-  index: jax.Array | None         # [D, P] int32: column m's input coordinates (D = padding)
+  mask: jax.Array | None      # [D, D] (float32, or bfloat16 for bf16x3); tiled: [groups, U, G]
+  index: jax.Array | None     # sparse: [D, P] column m's inputs (D = padding); tiled: [groups, U]
+  order: jax.Array | None     # tiled: [D'] natural coordinate of each tiled position
+  position: jax.Array | None  # tiled: [D] tiled position of each natural coordinate
   impl: str = flax.struct.field(pytree_node=False)
   softmax: str = flax.struct.field(pytree_node=False)
   temperature: float = flax.struct.field(pytree_node=False)
@@ -62,27 +73,52 @@ def check_options(options: dict) -> None:
     raise ValueError(f"softmax must be one of {SOFTMAX_MODES}, got {options['softmax']!r}")
   if int(options["wssm_chunk"]) < 1:
     raise ValueError(f"wssm_chunk must be >= 1, got {options['wssm_chunk']}")
+  tile = options.get("mask_tile", OPTIONS["mask_tile"])
+  if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+    raise ValueError(f"mask_tile must be an integer >= 1, got {tile!r}")
 
 
-def choose_impl(requested: str, dim: int) -> str:
-  """Resolves ``auto``: the dense GEMM unless the D×D mask would not fit in memory.
-
-  Measured on CPU (docs/benchmarks.md): the gather-sum is no faster than the dense GEMM even at
-  0.6% density once it is fused into the softmax, so it is chosen only for memory.
-  """
+def choose_impl(requested: str, dim: int, tiled: masks.TiledForm | None = None,
+                batch: int = 1) -> str:
+  """Resolves ``auto`` (module docstring); ``tiled`` is the step's tiled form, if it has one."""
   if requested != "auto":
     return requested
-  return "sparse" if 4 * dim * dim > DENSE_MASK_MAX_BYTES else "dense"
+  if 4 * dim * dim > DENSE_MASK_MAX_BYTES:
+    return "sparse"
+  if (tiled is not None and tiled.cost_ratio <= TILED_MAX_RATIO
+      and _tiled_weight_bytes(tiled, batch) <= TILED_MAX_BYTES):
+    return "tiled"
+  return "dense"
 
 
-def build_plan(mask: jax.Array, abar: float, options: dict, batch: int) -> Plan:
-  """Packs a dense 0/1 mask [D, D] into the form ``options['mask_impl']`` asks for."""
+def _tiled_weight_bytes(tiled: masks.TiledForm, batch: int) -> int:
+  return 4 * batch * tiled.sub.size
+
+
+def build_plan(mask: jax.Array, abar: float, options: dict, batch: int,
+               image_shape: tuple[int, int, int] | None = None) -> Plan:
+  """Packs a dense 0/1 mask [D, D] into the form ``options['mask_impl']`` asks for.
+
+  ``image_shape`` (H, W, C) enables the ``tiled`` form (the full-scan denoiser passes it).
+  """
   dim = mask.shape[0]
-  impl = choose_impl(options["mask_impl"], dim)
-  dense = index = None
+  requested = options["mask_impl"]
+  tiled = None
+  if requested == "tiled" and image_shape is None:
+    raise ValueError("mask_impl='tiled' is for the full-scan pca_locality denoiser (it needs the "
+                     "image shape); use 'dense' or 'auto' here")
+  if image_shape is not None and requested in ("tiled", "auto") and 4 * dim * dim <= (
+      DENSE_MASK_MAX_BYTES):
+    tiled = masks.tiled_form(np.asarray(mask), image_shape,
+                             int(options.get("mask_tile", OPTIONS["mask_tile"])))
+  impl = choose_impl(requested, dim, tiled, batch)
+  dense = index = order = position = None
   if impl == "sparse":  # index lists are built on the host; the dense forms stay on device
     host_index, host_valid = masks.sparse_form(np.asarray(mask))
     index = jnp.asarray(np.where(host_valid, host_index, dim))  # padding → the zero row
+  elif impl == "tiled":
+    dense, index = jnp.asarray(tiled.sub), jnp.asarray(tiled.index)
+    order, position = jnp.asarray(tiled.order), jnp.asarray(tiled.position)
   elif impl == "bf16x3":
     dense = jnp.asarray(mask, jnp.bfloat16)
   else:
@@ -91,19 +127,24 @@ def build_plan(mask: jax.Array, abar: float, options: dict, batch: int) -> Plan:
     chunk = int(options["wssm_chunk"])
   elif options["chunk_size"]:
     chunk = int(options["chunk_size"])
+  elif impl == "tiled":
+    # Bytes per database row held at once: logits and weights. Bigger chunks feed the per-group
+    # GEMMs better (256 rows at B = 16, D = 3072 measured best).
+    per_row = 4 * batch * tiled.sub.shape[0] * tiled.sub.shape[2] * 2
+    chunk = int(np.clip(2 * _CHUNK_BYTES // per_row, 1, 512))
   else:
     # Bytes per database row held at once: delta, distances, logits and weights.
     per_row = 4 * batch * dim * 4
     chunk = int(np.clip(_CHUNK_BYTES // per_row, 1, 512))
-  return Plan(abar=jnp.float32(abar), mask=dense, index=index, impl=impl,
-              softmax=options["softmax"], temperature=float(options["temperature"]),
-              chunk_size=chunk)
+  return Plan(abar=jnp.float32(abar), mask=dense, index=index, order=order, position=position,
+              impl=impl, softmax=options["softmax"],
+              temperature=float(options["temperature"]), chunk_size=chunk)
 
 
 def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
   mask = masks.locality_mask(stats.eigvals, stats.eigvecs, abar,
                              float(options["mask_threshold"]))
-  return build_plan(mask, abar, options, batch)
+  return build_plan(mask, abar, options, batch, image_shape=stats.image_shape)
 
 
 def _split_bf16(x: jax.Array) -> jax.Array:
@@ -117,6 +158,8 @@ def _split_bf16(x: jax.Array) -> jax.Array:
 
 def masked_distance(delta: jax.Array, plan: Plan) -> jax.Array:
   """dist[r, m] = Σ_n delta[r, n] M[n, m] for delta [R, D] (contraction over the row index of M)."""
+  if plan.impl == "tiled":
+    raise ValueError("the tiled form has no delta contraction; use `apply_to_candidates`")
   if plan.impl == "dense":
     return jnp.matmul(delta, plan.mask, precision=HIGHEST)
   if plan.impl == "bf16x3":
@@ -153,8 +196,10 @@ def apply_to_candidates(candidates: jax.Array, plan: Plan, x_t: jax.Array,
                         row_valid: jax.Array | None = None) -> softmax.SoftmaxState:
   """Streams the candidates [N, D] (rows with ``row_valid`` False skipped) through the masked
   per-coordinate softmax."""
+  if plan.impl == "tiled":
+    return _apply_tiled(candidates, plan, x_t, state, row_valid)
   a = jnp.sqrt(plan.abar)
-  scale = -0.5 / ((1.0 - plan.abar) * plan.temperature)
+  scale = _logit_scale(plan)
   batch, dim = x_t.shape
 
   def logits_fn(chunk):
@@ -165,6 +210,66 @@ def apply_to_candidates(candidates: jax.Array, plan: Plan, x_t: jax.Array,
   return chunking.softmax_average(candidates, logits_fn, batch=batch, num_softmaxes=dim,
                                   chunk_size=plan.chunk_size, mode=plan.softmax, state=state,
                                   row_valid=row_valid)
+
+
+def _logit_scale(plan: Plan) -> jax.Array:
+  return -0.5 / ((1.0 - plan.abar) * plan.temperature)
+
+
+def _with_zero_column(x: jax.Array) -> jax.Array:
+  return jnp.concatenate([x, jnp.zeros((x.shape[0], 1), x.dtype)], axis=1)
+
+
+def _apply_tiled(candidates: jax.Array, plan: Plan, x_t: jax.Array,
+                 state: softmax.SoftmaxState | None,
+                 row_valid: jax.Array | None) -> softmax.SoftmaxState:
+  """`apply_to_candidates` for the ``tiled`` form.
+
+  dist[b, i, m] = Σ_n M[n, m] x_b[n]² − 2a Σ_n M[n, m] x_b[n] y_i[n] + a² Σ_n M[n, m] y_i[n]²,
+  with n restricted to the union U_g of m's group; the x-only factors are formed once per call.
+  Logits stay in the GEMM's layout [groups, c, B, G] (no transpose per chunk), and so does the
+  softmax state; candidate values are permuted to the tiled layout once per call.
+  """
+  a = jnp.sqrt(plan.abar)
+  scale = _logit_scale(plan)
+  batch = x_t.shape[0]
+  groups, width, size = plan.mask.shape
+  x_tiled = jnp.take(_with_zero_column(x_t), plan.order, axis=1)        # [B, D']
+  x_groups = jnp.take(_with_zero_column(x_tiled).T, plan.index, axis=0)  # [g, U, B]
+  cross = (-2.0 * a * scale) * (x_groups[..., None] * plan.mask[:, :, None, :])
+  cross = cross.reshape(groups, width, batch * size)                     # [g, U, B·G]
+  square = (a * a * scale) * plan.mask                                    # [g, U, G]
+  const = scale * jnp.einsum("gub,guj->gbj", x_groups * x_groups, plan.mask,
+                             precision=HIGHEST)                           # [g, B, G]
+  contract = (((1,), (1,)), ((0,), (0,)))  # over U, batched over groups
+
+  def logits_fn(chunk):  # chunk [c, D'] in the tiled layout → logits [g, c, B, G]
+    rows = jnp.take(_with_zero_column(chunk).T, plan.index, axis=0)     # [g, U, c]
+    mixed = jax.lax.dot_general(rows, cross, contract, precision=HIGHEST)       # [g, c, B·G]
+    own = jax.lax.dot_general(rows * rows, square, contract, precision=HIGHEST)  # [g, c, G]
+    return jax.lax.optimization_barrier(
+        mixed.reshape(groups, -1, batch, size) + own[:, :, None, :] + const[:, None, :, :])
+
+  def weighted(p, chunk):  # Σ_i p[g, i, b, j] · y_i[(g, j)] → [g, B, G]
+    values = chunk.reshape(chunk.shape[0], groups, size).transpose(1, 0, 2)
+    return jnp.sum(p * values[:, :, None, :], axis=1)
+
+  def to_tiled(v):  # [B, D'] → [g, B, G]
+    return v.reshape(batch, groups, size).transpose(1, 0, 2)
+
+  if state is None:
+    state = softmax.init(batch, groups * size, groups * size, x_t.dtype)
+  else:
+    fill = softmax.init(batch, 1, 1, x_t.dtype)  # the padding outputs' initial values
+    state = softmax.SoftmaxState(*(jnp.take(jnp.concatenate([v, f], axis=1), plan.order, axis=1)
+                                   for v, f in zip(state, fill)))
+  state = softmax.SoftmaxState(*(to_tiled(v) for v in state))
+  values = jnp.take(_with_zero_column(candidates), plan.order, axis=1)   # [N, D']
+  state = chunking.softmax_average(values, logits_fn, batch=batch, num_softmaxes=0,
+                                   chunk_size=plan.chunk_size, mode=plan.softmax, state=state,
+                                   row_valid=row_valid, weighted=weighted)
+  return softmax.SoftmaxState(*(
+      jnp.take(v.transpose(1, 0, 2).reshape(batch, -1), plan.position, axis=1) for v in state))
 
 
 def apply(stats: Stats, plan: Plan, x_t: jax.Array,
