@@ -102,6 +102,7 @@ def run_variant(stats, latents, variant: str, key, devices: int = 0) -> dict:
           "database_bytes_per_device": int(shard_rows * stats.dim * 4),
           "step_seconds": out.step_seconds,
           "compile_seconds": compile_seconds or float(out.compile_seconds.sum()),
+          "prepare_seconds": float(out.prepare_seconds),
           "peak_bytes": int(out.step_bytes.max())}
 
 
@@ -131,16 +132,18 @@ def main(argv):
   reference = next(r for r in results if r["variant"] == (_REFERENCE.value or results[0]["variant"]))
   d = stats.dim
   nnz = mask_nnz(stats, _STEPS.value, _THRESHOLD.value)
-  print("\n| variant | devices | median s/step | mean s/step | compile s | step memory MB "
+  print("\n| variant | devices | median s/step | mean s/step | compile s | prepare s "
+        "| step memory MB "
         f"| database MB/device | max abs diff vs {reference['variant']} "
         "| rel. diff vs fewest devices |")
-  print("|---|---|---|---|---|---|---|---|---|")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for r in results:
     diff = float(np.max(np.abs(r["images"] - reference["images"])))
     base = next(b for b in results if b["variant"].split("@")[0] == r["variant"].split("@")[0])
     rel = float(np.linalg.norm(r["images"] - base["images"]) / np.linalg.norm(base["images"]))
     print(f"| {r['variant']} | {r['devices']} | {np.median(r['step_seconds']):.3f} | "
           f"{np.mean(r['step_seconds']):.3f} | {r['compile_seconds']:.1f} | "
+          f"{r['prepare_seconds']:.1f} | "
           f"{r['peak_bytes'] / 2**20:.0f} | {r['database_bytes_per_device'] / 2**20:.1f} | "
           f"{diff:.2e} | {rel:.1e} |")
   masked = [r for r in results if r["method"] == "pca_locality" and r["devices"] == 1]

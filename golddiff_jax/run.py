@@ -152,6 +152,7 @@ def _sample(config, stats, options: dict, mesh) -> tuple[dict, np.ndarray]:
       "timesteps": outs[0].timesteps,
       "step_seconds": np.stack([o.step_seconds for o in outs]),
       "compile_seconds": np.stack([o.compile_seconds for o in outs]),
+      "prepare_seconds": np.asarray([o.prepare_seconds for o in outs]),
   }
   return stacked, latents
 
@@ -251,6 +252,7 @@ def _run(config, workdir: str, is_main: bool) -> dict:
       "step_seconds": result["step_seconds"], "compile_seconds": result["compile_seconds"],
       "step_seconds_median": float(np.median(result["step_seconds"])),
       "compile_seconds_total": float(result["compile_seconds"].sum()),
+      "prepare_seconds": result["prepare_seconds"],  # per batch: masks and plans, before step 1
       "sampling_seconds": sampling_seconds,
       # Spec §8.5: whole sampling wall time / (local batches × steps), compile included.
       "published_style_seconds_per_batch_step": sampling_seconds / (num_batches * steps),

@@ -63,6 +63,7 @@ def test_run_writes_every_output_and_reuses_the_cache(data_dir, tmp_path):
   with open(os.path.join(workdir, "metrics.json")) as f:
     saved = json.load(f)
   assert saved["num_batches"] == 2 and len(saved["step_seconds"][0]) == 2
+  assert len(saved["prepare_seconds"]) == 2 and min(saved["prepare_seconds"]) > 0
   assert saved["peak_memory"]["bytes"] > 0 and "RSS" in saved["peak_memory"]["source"]
   assert not saved["stats_cached"] and metrics["num_images"] == 48
   if saved["posterior_support"] is not None:

@@ -63,6 +63,7 @@ def test_sample_matches_numpy_ddim(name, method):
   for arr in (out.step_seconds, out.compile_seconds):
     assert arr.shape == (10,)
     assert np.all(np.isfinite(arr)) and np.all(arr >= 0)
+  assert np.isfinite(out.prepare_seconds) and out.prepare_seconds > 0
   want, ts = ref.ddim_sample(_ref_denoiser(method, images, stats), latents.reshape(b, -1), 10)
   _check_trajectory(out.x0_trajectory.reshape(10, b, -1), want, ts)
 
