@@ -94,8 +94,9 @@ def sample(stats: stats_lib.Stats, latents: Any, *, method: str, num_steps: int 
   """Runs deterministic DDIM (η = 0) from ``latents`` [B, H, W, C] with an analytical denoiser.
 
   Returns a `SampleOutput` with ``images`` (x̂_0 at the last step), ``x0_trajectory``,
-  ``timesteps``, ``step_seconds`` and ``compile_seconds``. ``mesh``: as in `denoise` (stats
-  already sharded with `shard_stats` or ``fit(..., mesh=)`` run on their own mesh by default).
+  ``timesteps``, ``step_seconds``, ``compile_seconds`` and ``prepare_seconds``. ``mesh``: as in
+  `denoise` (stats already sharded with `shard_stats` or ``fit(..., mesh=)`` run on their own mesh
+  by default).
   """
   _check_stats(stats)
   module, resolved = _resolve(method, options)
