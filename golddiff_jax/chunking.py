@@ -39,7 +39,7 @@ def softmax_average(database: jax.Array, logits_fn: LogitsFn, *, batch: int,
                     num_softmaxes: int, chunk_size: int, mode: str = "exact",
                     state: softmax.SoftmaxState | None = None,
                     row_valid: jax.Array | None = None,
-                    weighted=None) -> softmax.SoftmaxState:
+                    weighted=None, axis: int = 1) -> softmax.SoftmaxState:
   """Σ_i softmax_i(logits) · x_i over every database row, chunk by chunk.
 
   Args:
@@ -50,15 +50,15 @@ def softmax_average(database: jax.Array, logits_fn: LogitsFn, *, batch: int,
     mode: "exact" or "wssm".
     state: an accumulator to continue from (e.g. another shard's).
     row_valid: optional [N] bool; rows marked False carry no weight (a shard's padding).
-    weighted: optional Σ_i p·value for a logits layout other than [B, c, K] (`softmax`); the
-      candidate axis stays axis 1 and ``state`` must then be given in the matching layout.
+    weighted, axis: for a logits layout other than [B, c, K] (`softmax`): Σ_i p·value for it,
+      and the candidate axis; ``state`` must then be given in the matching layout.
 
   Returns:
     The accumulator state; `softmax.finalize` turns it into [B, D].
   """
   update = {"exact": softmax.update_exact, "wssm": softmax.update_wssm}[mode]
   if weighted is not None:
-    update = functools.partial(update, weighted=weighted)
+    update = functools.partial(update, weighted=weighted, axis=axis)
   chunks, valid = split_chunks(database, min(chunk_size, database.shape[0]), row_valid)
   if state is None:
     state = softmax.init(batch, num_softmaxes, database.shape[1], database.dtype)
@@ -66,8 +66,9 @@ def softmax_average(database: jax.Array, logits_fn: LogitsFn, *, batch: int,
   def body(carry, inputs):
     chunk, chunk_valid = inputs
     logits = logits_fn(chunk)
-    valid_axes = chunk_valid.reshape((1, -1) + (1,) * (logits.ndim - 2))
-    logits = jnp.where(valid_axes, logits, -jnp.inf)
+    shape = [1] * logits.ndim
+    shape[axis] = -1
+    logits = jnp.where(chunk_valid.reshape(shape), logits, -jnp.inf)
     return update(carry, logits, chunk), None
 
   state, _ = jax.lax.scan(body, state, (chunks, valid))

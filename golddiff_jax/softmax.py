@@ -10,8 +10,8 @@ Two accumulators share one state layout (max, sum, numerator) per (sample, coord
 Logits have shape [B, c, K] with K = 1 (one softmax per sample, e.g. the optimal denoiser) or
 K = D (one softmax per coordinate); values have shape [c, D]. Invalid (padding) candidates carry
 logit −inf and contribute nothing; a chunk with no valid candidate leaves the state unchanged.
-Other layouts work too as long as the candidate axis is axis 1 and ``weighted`` (Σ_i p·value)
-matches them: the tiled PCA-locality form uses logits [groups, c, B, G].
+Other layouts work too, with the candidate axis given as ``axis`` and a ``weighted`` (Σ_i p·value)
+that matches them: the tiled PCA-locality form uses logits [groups, G, B, c].
 """
 
 from __future__ import annotations
@@ -51,25 +51,25 @@ def _finite_or_zero(x: jax.Array) -> jax.Array:
 
 
 def update_exact(state: SoftmaxState, logits: jax.Array, values: jax.Array,
-                 weighted=_weighted_values) -> SoftmaxState:
-  """Folds one chunk into the exact online softmax (candidates on axis 1 of ``logits``)."""
-  new_max = jnp.maximum(state.max, jnp.max(logits, axis=1))
+                 weighted=_weighted_values, axis: int = 1) -> SoftmaxState:
+  """Folds one chunk into the exact online softmax (candidates on ``axis`` of ``logits``)."""
+  new_max = jnp.maximum(state.max, jnp.max(logits, axis=axis))
   shift = _finite_or_zero(new_max)  # all-(−inf) so far: nothing to rescale.
   scale = jnp.exp(state.max - shift)
-  p = jnp.exp(logits - shift[:, None, :])
-  total = state.total * scale + jnp.sum(p, axis=1)
+  p = jnp.exp(logits - jnp.expand_dims(shift, axis))
+  total = state.total * scale + jnp.sum(p, axis=axis)
   numerator = state.numerator * scale + weighted(p, values)
   return SoftmaxState(new_max, total, numerator)
 
 
 def update_wssm(state: SoftmaxState, logits: jax.Array, values: jax.Array,
-                weighted=_weighted_values) -> SoftmaxState:
+                weighted=_weighted_values, axis: int = 1) -> SoftmaxState:
   """Adds one chunk's local softmax average (weights sum to 1 per chunk) to the state."""
-  chunk_max = _finite_or_zero(jnp.max(logits, axis=1))
-  p = jnp.exp(logits - chunk_max[:, None, :])
-  chunk_total = jnp.sum(p, axis=1)
-  w = p / jnp.where(chunk_total > 0, chunk_total, 1.0)[:, None, :]
-  return SoftmaxState(state.max, state.total + jnp.sum(w, axis=1),
+  chunk_max = _finite_or_zero(jnp.max(logits, axis=axis))
+  p = jnp.exp(logits - jnp.expand_dims(chunk_max, axis))
+  chunk_total = jnp.sum(p, axis=axis)
+  w = p / jnp.expand_dims(jnp.where(chunk_total > 0, chunk_total, 1.0), axis)
+  return SoftmaxState(state.max, state.total + jnp.sum(w, axis=axis),
                       state.numerator + weighted(w, values))
 
 

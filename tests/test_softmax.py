@@ -198,3 +198,28 @@ def test_split_chunks_padding():
   assert chunks.shape == (3, 4, 2) and valid.shape == (3, 4)
   np.testing.assert_array_equal(np.asarray(valid).ravel(), np.arange(12) < 11)
   np.testing.assert_array_equal(np.asarray(chunks).reshape(12, 2)[:11], db)
+
+
+@pytest.mark.parametrize("update", [softmax.update_exact, softmax.update_wssm])
+@pytest.mark.parametrize("scale", SCALES)
+def test_updates_with_candidates_on_the_last_axis(update, scale):
+  """``axis`` and ``weighted`` let the updates run in another layout (the tiled PCA-locality form
+  keeps candidates minor): logits [K, B, c] give the [B, c, K] answer, in the transposed state."""
+  b, n, d = 4, 23, 6
+  rng = np.random.default_rng(5)
+  logits = _logits(rng, b, n, d, scale)
+  values = rng.uniform(-1, 1, size=(n, d)).astype(np.float32)
+  chunks = _random_split(rng, n)
+  want = _init(b, d, d)
+  got = softmax.SoftmaxState(*(v.T for v in _init(b, d, d)))  # [K, B]
+  weighted = lambda p, v: jnp.einsum("kbi,ik->kb", p, v, precision="highest")
+  moved = jax.jit(functools.partial(update, weighted=weighted, axis=-1))
+  for idx in chunks:
+    want = _UPDATES[update](want, jnp.asarray(logits[:, idx]), jnp.asarray(values[idx]))
+    got = moved(got, jnp.asarray(logits[:, idx].transpose(2, 0, 1)), jnp.asarray(values[idx]))
+  for w, g in zip(want, got):
+    np.testing.assert_allclose(np.asarray(g).T, np.asarray(w), rtol=1e-5, atol=1e-6)
+  if update is softmax.update_exact:
+    np.testing.assert_allclose(np.asarray(_finalize(want)),
+                               ref.softmax_mean(logits.astype(np.float64), values), rtol=1e-4,
+                               atol=1e-5)

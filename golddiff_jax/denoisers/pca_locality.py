@@ -227,8 +227,9 @@ def _apply_tiled(candidates: jax.Array, plan: Plan, x_t: jax.Array,
 
   dist[b, i, m] = Σ_n M[n, m] x_b[n]² − 2a Σ_n M[n, m] x_b[n] y_i[n] + a² Σ_n M[n, m] y_i[n]²,
   with n restricted to the union U_g of m's group; the x-only factors are formed once per call.
-  Logits stay in the GEMM's layout [groups, c, B, G] (no transpose per chunk), and so does the
-  softmax state; candidate values are permuted to the tiled layout once per call.
+  Logits come out of the GEMM as [groups, G, B, c] (candidates minor) and stay in that layout, so
+  the weighted sum over candidates is a batched matrix-vector product; the softmax state is
+  [groups, G, B]. Candidate values are permuted to the tiled layout once per call.
   """
   a = jnp.sqrt(plan.abar)
   scale = _logit_scale(plan)
@@ -236,26 +237,26 @@ def _apply_tiled(candidates: jax.Array, plan: Plan, x_t: jax.Array,
   groups, width, size = plan.mask.shape
   x_tiled = jnp.take(_with_zero_column(x_t), plan.order, axis=1)        # [B, D']
   x_groups = jnp.take(_with_zero_column(x_tiled).T, plan.index, axis=0)  # [g, U, B]
-  cross = (-2.0 * a * scale) * (x_groups[..., None] * plan.mask[:, :, None, :])
-  cross = cross.reshape(groups, width, batch * size)                     # [g, U, B·G]
+  cross = (-2.0 * a * scale) * (plan.mask[:, :, :, None] * x_groups[:, :, None, :])
+  cross = cross.reshape(groups, width, size * batch)                     # [g, U, G·B]
   square = (a * a * scale) * plan.mask                                    # [g, U, G]
-  const = scale * jnp.einsum("gub,guj->gbj", x_groups * x_groups, plan.mask,
-                             precision=HIGHEST)                           # [g, B, G]
+  const = scale * jnp.einsum("gub,guj->gjb", x_groups * x_groups, plan.mask,
+                             precision=HIGHEST)                           # [g, G, B]
   contract = (((1,), (1,)), ((0,), (0,)))  # over U, batched over groups
 
-  def logits_fn(chunk):  # chunk [c, D'] in the tiled layout → logits [g, c, B, G]
+  def logits_fn(chunk):  # chunk [c, D'] in the tiled layout → logits [g, G, B, c]
     rows = jnp.take(_with_zero_column(chunk).T, plan.index, axis=0)     # [g, U, c]
-    mixed = jax.lax.dot_general(rows, cross, contract, precision=HIGHEST)       # [g, c, B·G]
-    own = jax.lax.dot_general(rows * rows, square, contract, precision=HIGHEST)  # [g, c, G]
-    return jax.lax.optimization_barrier(
-        mixed.reshape(groups, -1, batch, size) + own[:, :, None, :] + const[:, None, :, :])
+    mixed = jax.lax.dot_general(cross, rows, contract, precision=HIGHEST)       # [g, G·B, c]
+    own = jax.lax.dot_general(square, rows * rows, contract, precision=HIGHEST)  # [g, G, c]
+    return (mixed.reshape(groups, size, batch, -1) + own[:, :, None, :]
+            + const[:, :, :, None])
 
-  def weighted(p, chunk):  # Σ_i p[g, i, b, j] · y_i[(g, j)] → [g, B, G]
-    values = chunk.reshape(chunk.shape[0], groups, size).transpose(1, 0, 2)
-    return jnp.sum(p * values[:, :, None, :], axis=1)
+  def weighted(p, chunk):  # Σ_i p[g, j, b, i] · y_i[(g, j)] → [g, G, B]
+    values = chunk.T.reshape(groups, size, -1)                           # [g, G, c]
+    return jax.lax.dot_general(p, values, (((3,), (2,)), ((0, 1), (0, 1))), precision=HIGHEST)
 
-  def to_tiled(v):  # [B, D'] → [g, B, G]
-    return v.reshape(batch, groups, size).transpose(1, 0, 2)
+  def to_tiled(v):  # [B, D'] → [g, G, B]
+    return v.reshape(batch, groups, size).transpose(1, 2, 0)
 
   if state is None:
     state = softmax.init(batch, groups * size, groups * size, x_t.dtype)
@@ -267,9 +268,9 @@ def _apply_tiled(candidates: jax.Array, plan: Plan, x_t: jax.Array,
   values = jnp.take(_with_zero_column(candidates), plan.order, axis=1)   # [N, D']
   state = chunking.softmax_average(values, logits_fn, batch=batch, num_softmaxes=0,
                                    chunk_size=plan.chunk_size, mode=plan.softmax, state=state,
-                                   row_valid=row_valid, weighted=weighted)
+                                   row_valid=row_valid, weighted=weighted, axis=3)
   return softmax.SoftmaxState(*(
-      jnp.take(v.transpose(1, 0, 2).reshape(batch, -1), plan.position, axis=1) for v in state))
+      jnp.take(v.transpose(2, 0, 1).reshape(batch, -1), plan.position, axis=1) for v in state))
 
 
 def apply(stats: Stats, plan: Plan, x_t: jax.Array,
