@@ -10,7 +10,7 @@ The contraction over n is the hot spot, O(B·N·D²) dense. It has four exact im
 * ``tiled``: the outputs are grouped into one-channel tiles of ``mask_tile``×``mask_tile`` pixels
   (`masks.tiled_form`), and each group reads only the union U_g of its inputs. The distance is
   expanded, Σ_n M x² − 2a Σ_n M x y + a² Σ_n M y², so the gather of a chunk's database rows is
-  shared by the whole batch and the work is a [c, |U_g|] × [|U_g|, B·G] GEMM per group: cost
+  shared by the whole batch and the work is a [G·B, |U_g|] × [|U_g|, c] GEMM per group: cost
   `masks.TiledForm.cost_ratio` of the dense one (0.02–0.5 on image data at the mid and late steps,
   where the mask is local). Used by the full scan only (GoldDiff's per-sample subsets cannot share
   the gather);
@@ -42,7 +42,7 @@ MASK_IMPLS = ("auto", "dense", "tiled", "bf16x3", "sparse")
 SOFTMAX_MODES = ("exact", "wssm")
 DENSE_MASK_MAX_BYTES = 2 * 2**30  # above this a [D, D] float32 mask is held as index lists
 TILED_MAX_RATIO = 0.6  # auto: tiled when its multiply-adds are at most this fraction of dense
-TILED_MAX_BYTES = 2**30  # auto: ... and its per-call weights [groups, U, B·G] fit in this
+TILED_MAX_BYTES = 2**30  # auto: ... and its per-call weights [groups, U, G·B] fit in this
 _CHUNK_BYTES = 48 * 2**20
 _SLOT_GROUP = 32
 HIGHEST = jax.lax.Precision.HIGHEST
