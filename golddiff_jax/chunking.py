@@ -56,9 +56,10 @@ def softmax_average(database: jax.Array, logits_fn: LogitsFn, *, batch: int,
   Returns:
     The accumulator state; `softmax.finalize` turns it into [B, D].
   """
-  update = {"exact": softmax.update_exact, "wssm": softmax.update_wssm}[mode]
+  update = functools.partial(
+      {"exact": softmax.update_exact, "wssm": softmax.update_wssm}[mode], axis=axis)
   if weighted is not None:
-    update = functools.partial(update, weighted=weighted, axis=axis)
+    update = functools.partial(update, weighted=weighted)
   chunks, valid = split_chunks(database, min(chunk_size, database.shape[0]), row_valid)
   if state is None:
     state = softmax.init(batch, num_softmaxes, database.shape[1], database.dtype)
