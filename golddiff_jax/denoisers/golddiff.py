@@ -243,23 +243,19 @@ def golden_subset(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array) -> j
 
 def _fold_rows(state: softmax.SoftmaxState, rows: jax.Array, valid: jax.Array, x_t: jax.Array,
                locality: pca_locality.Plan) -> softmax.SoftmaxState:
-  """Folds per-sample candidate rows [B, c, D] (``valid`` [B, c]) into a per-sample state."""
+  """Folds per-sample candidate rows [B, c, D] (``valid`` [B, c]) into the state [B, D]."""
   batch, chunk, dim = rows.shape
   a = jnp.sqrt(locality.abar)
   scale = -0.5 / ((1.0 - locality.abar) * locality.temperature)
   diff = x_t[:, None, :] - a * rows
   dist = pca_locality.masked_distance((diff * diff).reshape(batch * chunk, dim), locality)
   logits = jnp.where(valid[:, :, None], scale * dist.reshape(batch, chunk, dim), -jnp.inf)
-  # Per-sample values: state [B, 1, ·], logits [B, 1, c, D].
-  return jax.vmap(softmax.update_exact)(state, logits[:, None], rows)
+  # Each sample has its own values: Σ_i p[b, i, m] · rows[b, i, m] is elementwise, no matmul.
+  return softmax.update_exact(state, logits, rows, weighted=_per_sample_weighted)
 
 
-def _init_state(batch: int, dim: int) -> softmax.SoftmaxState:
-  return softmax.SoftmaxState(*(v[:, None, :] for v in softmax.init(batch, dim, dim)))
-
-
-def _squeeze(state: softmax.SoftmaxState) -> softmax.SoftmaxState:
-  return softmax.SoftmaxState(*(v[:, 0, :] for v in state))
+def _per_sample_weighted(p: jax.Array, rows: jax.Array) -> jax.Array:
+  return jnp.sum(p * rows, axis=1)
 
 
 def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array,
@@ -280,9 +276,9 @@ def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array,
     return _fold_rows(state, rows, fresh, x_t, locality), None
 
   steps = jnp.arange(len(starts), dtype=jnp.int32)
-  state, _ = jax.lax.scan(body, _init_state(batch, database.shape[1]),
+  state, _ = jax.lax.scan(body, softmax.init(batch, database.shape[1], database.shape[1]),
                           (steps, jnp.asarray(starts)))
-  return _squeeze(state)
+  return state
 
 
 def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array,
@@ -312,8 +308,8 @@ def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array,
     return _fold_rows(state, rows, mine, x_t, locality), None
 
   starts = jnp.arange(0, total, chunk * shards, dtype=jnp.int32)
-  state, _ = jax.lax.scan(body, _init_state(batch, dim), starts)
-  return sharding.combine_softmax(_squeeze(state))
+  state, _ = jax.lax.scan(body, softmax.init(batch, dim, dim), starts)
+  return sharding.combine_softmax(state)
 
 
 def apply(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None = None) -> jax.Array:
