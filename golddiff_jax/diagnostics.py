@@ -93,8 +93,6 @@ def masked_statistics(database: jax.Array, x_t: jax.Array, locality: pca_localit
   tail mass [B, D] outside it. Streams the database in chunks of ``locality.chunk_size``."""
   n, dim = database.shape
   batch = x_t.shape[0]
-  a = jnp.sqrt(locality.abar)
-  scale = -0.5 / ((1.0 - locality.abar) * locality.temperature)
   chunk, starts = retrieval.chunk_layout(n, locality.chunk_size)
   member = None if subset is None else _membership(subset, n)
 
@@ -102,9 +100,7 @@ def masked_statistics(database: jax.Array, x_t: jax.Array, locality: pca_localit
     r, s, u, s_out = carry   # running max, Σe^{ℓ−r}, Σe^{ℓ−r}(ℓ−r), Σ_{i∉S} e^{ℓ−r}
     step, start = inputs
     rows = jax.lax.dynamic_slice_in_dim(database, start, chunk, axis=0)
-    diff = x_t[:, None, :] - a * rows[None]
-    dist = pca_locality.masked_distance((diff * diff).reshape(batch * chunk, dim), locality)
-    logits = scale * dist.reshape(batch, chunk, dim)
+    logits = pca_locality.masked_logits(x_t, rows[None], locality)
     fresh = retrieval.fresh_rows(start, step, chunk)[None, :, None]
     logits = jnp.where(fresh, logits, -jnp.inf)
     r_new = jnp.maximum(r, jnp.max(logits, axis=1))  # finite from the first chunk on

@@ -244,12 +244,7 @@ def golden_subset(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array) -> j
 def _fold_rows(state: softmax.SoftmaxState, rows: jax.Array, valid: jax.Array, x_t: jax.Array,
                locality: pca_locality.Plan) -> softmax.SoftmaxState:
   """Folds per-sample candidate rows [B, c, D] (``valid`` [B, c]) into the state [B, D]."""
-  batch, chunk, dim = rows.shape
-  a = jnp.sqrt(locality.abar)
-  scale = -0.5 / ((1.0 - locality.abar) * locality.temperature)
-  diff = x_t[:, None, :] - a * rows
-  dist = pca_locality.masked_distance((diff * diff).reshape(batch * chunk, dim), locality)
-  logits = jnp.where(valid[:, :, None], scale * dist.reshape(batch, chunk, dim), -jnp.inf)
+  logits = jnp.where(valid[:, :, None], pca_locality.masked_logits(x_t, rows, locality), -jnp.inf)
   # Each sample has its own values: Σ_i p[b, i, m] · rows[b, i, m] is elementwise, no matmul.
   return softmax.update_exact(state, logits, rows, weighted=_per_sample_weighted)
 

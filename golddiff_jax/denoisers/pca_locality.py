@@ -11,9 +11,9 @@ The contraction over n is the hot spot, O(B·N·D²) dense. It has four exact im
   (`masks.tiled_form`), and each group reads only the union U_g of its inputs. The distance is
   expanded, Σ_n M x² − 2a Σ_n M x y + a² Σ_n M y², so the gather of a chunk's database rows is
   shared by the whole batch and the work is a [G·B, |U_g|] × [|U_g|, c] GEMM per group: cost
-  `masks.TiledForm.cost_ratio` of the dense one (0.02–0.5 on image data at the mid and late steps,
-  where the mask is local). Used by the full scan only (GoldDiff's per-sample subsets cannot share
-  the gather);
+  `masks.TiledForm.cost_ratio` of the dense one (0.02–0.54 on the benchmark's procedural images at
+  t ≤ 600, where the mask is local). Used by the full scan only (GoldDiff's per-sample subsets
+  cannot share the gather);
 * ``bf16x3``: the dense product as three bfloat16 passes. M is 0/1, so it is exact in bfloat16, and
   delta is split into hi + mid + lo bfloat16 parts (24 significand bits, as float32), each multiplied
   with float32 accumulation. On CPUs with AMX (XLA flag ``--xla_cpu_use_onednn=true``) and on GPUs and
@@ -198,18 +198,21 @@ def apply_to_candidates(candidates: jax.Array, plan: Plan, x_t: jax.Array,
   per-coordinate softmax."""
   if plan.impl == "tiled":
     return _apply_tiled(candidates, plan, x_t, state, row_valid)
-  a = jnp.sqrt(plan.abar)
-  scale = _logit_scale(plan)
   batch, dim = x_t.shape
+  return chunking.softmax_average(candidates, lambda chunk: masked_logits(x_t, chunk[None], plan),
+                                  batch=batch, num_softmaxes=dim, chunk_size=plan.chunk_size,
+                                  mode=plan.softmax, state=state, row_valid=row_valid)
 
-  def logits_fn(chunk):
-    diff = x_t[:, None, :] - a * chunk[None, :, :]
-    dist = masked_distance((diff * diff).reshape(-1, dim), plan)
-    return scale * dist.reshape(batch, chunk.shape[0], dim)
 
-  return chunking.softmax_average(candidates, logits_fn, batch=batch, num_softmaxes=dim,
-                                  chunk_size=plan.chunk_size, mode=plan.softmax, state=state,
-                                  row_valid=row_valid)
+def masked_logits(x_t: jax.Array, rows: jax.Array, plan: Plan) -> jax.Array:
+  """logit[b, i, m] = −Σ_n (x_t[b, n] − a x_i[n])² M[n, m] / (2σ² T) → [B, c, D].
+
+  ``rows`` are the candidates x_i: [1, c, D] shared by the batch, or [B, c, D] per sample.
+  """
+  batch, dim = x_t.shape
+  diff = x_t[:, None, :] - jnp.sqrt(plan.abar) * rows
+  dist = masked_distance((diff * diff).reshape(-1, dim), plan)
+  return _logit_scale(plan) * dist.reshape(batch, -1, dim)
 
 
 def _logit_scale(plan: Plan) -> jax.Array:
