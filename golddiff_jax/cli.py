@@ -10,6 +10,7 @@ on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import sys
+import re
 from typing import Callable, NoReturn, Sequence
 
 from absl import flags
@@ -35,14 +36,17 @@ def flags_parser(config: flags.FlagHolder, *, required: Sequence[flags.FlagHolde
     example: a config path quoted in the "--config is required" message.
   """
   def parse(argv):
+    argv, nones = _split_none_overrides(argv, config.name)
     try:
       rest = flags.FLAGS(argv)
       if config.value is None:
         fail(f"--{config.name} is required (e.g. --{config.name}={example})")
       if not isinstance(config.value, ml_collections.ConfigDict):
         config.value.keys()  # a config file that failed to load raises its error here
+      for path in nones:
+        _set_none(config.value, path)
     except (KeyError, AttributeError) as e:
-      fail(f"unknown config field {str(e).strip(chr(34) + chr(39))!r} in a --config override")
+      fail(unknown_field_message(e))
     except OSError as e:
       fail(f"could not load the config file: {e}")
     except Exception as e:  # noqa: BLE001 - flags and config loading raise many types.
@@ -53,3 +57,46 @@ def flags_parser(config: flags.FlagHolder, *, required: Sequence[flags.FlagHolde
     return rest
 
   return parse
+
+
+def unknown_field_message(error: BaseException) -> str:
+  """One readable line for ml_collections' unknown-field error (a KeyError, possibly wrapped in
+  an AttributeError), e.g. ``unknown config field 'kmin' in a --config override (did you mean
+  'k_min'?)``."""
+  while isinstance(error, AttributeError) and error.args and isinstance(error.args[0],
+                                                                        BaseException):
+    error = error.args[0]
+  text = str(error.args[0]) if error.args else str(error)
+  name, _, rest = text.partition("\n")
+  message = f"unknown config field {name.strip(chr(34) + chr(39))!r} in a --config override"
+  hint = re.search(r'Did you mean "([^"]+)"', rest)
+  return message + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+
+
+def _split_none_overrides(argv: Sequence[str], name: str) -> tuple[list[str], list[str]]:
+  """Takes ``--<name>.a.b=None`` out of ``argv`` (ml_collections cannot parse None into a typed
+  field) and returns the remaining argv and the dotted paths to set to None after loading."""
+  prefix, rest, nones = f"--{name}.", [], []
+  for arg in argv:
+    path, eq, value = arg.partition("=")
+    if arg.startswith(prefix) and eq and value == "None":
+      nones.append(path[len(prefix):])
+    else:
+      rest.append(arg)
+  return rest, nones
+
+
+def _set_none(config: ml_collections.ConfigDict, path: str) -> None:
+  """``config.<path> = None`` for an existing field (KeyError naming the field otherwise)."""
+  *parents, field = path.split(".")
+  node = config
+  for parent in parents:
+    if not isinstance(node, ml_collections.ConfigDict) or parent not in node:
+      raise KeyError(repr(parent))
+    node = node[parent]
+  if not isinstance(node, ml_collections.ConfigDict) or field not in node:
+    raise KeyError(repr(field))
+  if isinstance(node[field], ml_collections.ConfigDict):
+    raise ValueError(f"--config.{path}=None: {path} is a section, not a field")
+  with node.ignore_type():
+    node[field] = None
