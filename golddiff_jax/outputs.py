@@ -1,8 +1,10 @@
 """What a run writes: atomic files (temp file + ``os.replace``), PNG image grids, JSON metrics.
 
 An interrupted run never leaves a half-written result: every file appears whole or not at all.
-Images are shown as clamp((x + 1)/2, 0, 1) (spec §2.6); 2-D point sets (1×1×2 "images") are drawn
-as scatter plots instead of grids.
+Images are shown as clamp((x + 1)/2, 0, 1); 2-D point sets (1×1×2 "images") are drawn as scatter
+plots instead of grids. The run's pictures (`sample_grid`, `trajectory_grid`) are zoomed with
+nearest-neighbour pixels so that each image is at least ``MIN_CELL`` pixels and the grid at least
+``MIN_WIDTH`` pixels wide, with thin grey separators; labelled figures are in `golddiff_jax.plots`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import numpy as np
 from PIL import Image
 
 from golddiff_jax.atomic import atomic_write  # noqa: F401 - re-exported for experiments
+
+MIN_CELL = 64        # pixels: the smallest side of one image in a readable grid
+MIN_WIDTH = 512      # pixels: the smallest width of a readable grid
+SEPARATOR = 128      # grey level of the separators in a readable grid
 
 
 def jsonable(value: Any) -> Any:
@@ -50,21 +56,49 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
                   ).astype(np.uint8)
 
 
-def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 1) -> np.ndarray:
-  """Tiles [N, H, W, C] model-space images into one uint8 image (C = 1: grey, else RGB)."""
+def readable_zoom(height: int, width: int, columns: int, pad: int = 2) -> int:
+  """The smallest integer zoom that makes an image's shorter side ≥ ``MIN_CELL`` pixels and a
+  grid of ``columns`` such images (``pad`` pixels apart) ≥ ``MIN_WIDTH`` pixels wide."""
+  if min(height, width, columns) < 1 or pad < 0:
+    raise ValueError(f"need positive image sides and columns and pad >= 0, got "
+                     f"{(height, width, columns, pad)}")
+  cell = -(-MIN_CELL // min(height, width))
+  wide = -(-(MIN_WIDTH - (columns + 1) * pad) // (columns * width))
+  return max(1, cell, wide)
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, pad: int = 1, *, zoom: int = 1,
+               fill: int = 255) -> np.ndarray:
+  """Tiles [N, H, W, C] model-space images into one uint8 image (C = 1: grey, else RGB).
+
+  Each image is enlarged ``zoom`` times with nearest-neighbour pixels; images are ``pad`` pixels
+  apart (and from the border), on a background of grey level ``fill``.
+  """
+  if zoom < 1 or pad < 0:
+    raise ValueError(f"zoom must be >= 1 and pad >= 0, got zoom={zoom}, pad={pad}")
   images = to_uint8(images)
+  if zoom > 1:
+    images = np.repeat(np.repeat(images, zoom, axis=1), zoom, axis=2)
   n, h, w, c = images.shape
   if c not in (1, 3):
     images = np.repeat(images[..., :1], 3, axis=-1) if c < 3 else images[..., :3]
     c = 3
   columns = columns or max(1, math.ceil(math.sqrt(n)))
   rows = max(1, math.ceil(n / columns))
-  grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), 255, np.uint8)
+  grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, c), fill, np.uint8)
   for i in range(n):
     r, col = divmod(i, columns)
     grid[pad + r * (h + pad):pad + r * (h + pad) + h,
          pad + col * (w + pad):pad + col * (w + pad) + w] = images[i]
   return grid[..., 0] if c == 1 else grid
+
+
+def readable_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+  """`image_grid` zoomed by `readable_zoom`, with 2-pixel grey separators."""
+  n, h, w = np.shape(images)[:3]
+  columns = columns or max(1, math.ceil(math.sqrt(n)))
+  return image_grid(images, columns, pad=2, zoom=readable_zoom(h, w, min(columns, n), 2),
+                    fill=SEPARATOR)
 
 
 def scatter_plot(points: np.ndarray, reference: np.ndarray | None = None,
@@ -93,15 +127,15 @@ def write_png(path: str, image: np.ndarray) -> None:
 
 
 def sample_grid(images: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
-  """The picture of a set of samples: a grid, or a scatter plot for 2-D point data."""
+  """The picture of a set of samples: a readable grid, or a scatter plot for 2-D point data."""
   if images.shape[1:3] == (1, 1):
     return scatter_plot(images, reference)
-  return image_grid(images)
+  return readable_grid(images)
 
 
 def trajectory_grid(trajectory: np.ndarray, num_samples: int) -> np.ndarray:
   """x̂_0 per step [S, B, H, W, C] → one row per sample (the first ``num_samples``), one column
-  per step.
+  per step, as a readable grid (`golddiff_jax.plots.trajectory_figure` labels the columns).
 
   Point data: one scatter plot per step, side by side.
   """
@@ -110,7 +144,7 @@ def trajectory_grid(trajectory: np.ndarray, num_samples: int) -> np.ndarray:
     return np.concatenate([scatter_plot(trajectory[s], size=128) for s in range(steps)], axis=1)
   picked = trajectory[:, :num_samples]                       # [S, b, H, W, C]
   ordered = np.swapaxes(picked, 0, 1).reshape(-1, *picked.shape[2:])  # sample-major
-  return image_grid(ordered, columns=steps)
+  return readable_grid(ordered, columns=steps)
 
 
 def peak_memory() -> dict:

@@ -5,8 +5,9 @@
    or load the data and fit them (a corrupt cache is recomputed);
 3. sample ``num_samples`` images in batches (progress bar over steps), initial noise and sampler
    randomness on separate streams of ``config.seed``;
-4. write ``config.json``, ``samples.npz``, ``grid.png``, ``trajectory.png``, ``metrics.json``
-   (written last: a run is finished when it exists) and append to ``log.txt``.
+4. write ``config.json``, ``samples.npz``, ``grid.png``, ``trajectory.png``, the plots of
+   `golddiff_jax.plots` (``concentration.png``, ``budgets.png``, ``step_seconds.png``),
+   ``metrics.json`` (written last: a run is finished when it exists) and append to ``log.txt``.
 
 Every file is written atomically. Bad input raises ValueError: a bad config or workdir before
 anything is written, a data problem (e.g. a missing manual-download folder) before any result is
@@ -25,7 +26,8 @@ import jax
 import numpy as np
 
 import golddiff_jax as gd
-from golddiff_jax import budgets, outputs, run_config, schedules, sharding, stats as stats_lib
+from golddiff_jax import budgets, outputs, plots, run_config, schedules, sharding
+from golddiff_jax import stats as stats_lib
 from golddiff_jax import data as data_lib
 
 # The run's own messages: INFO and up reach log.txt (and stderr under absl) even when the
@@ -206,8 +208,8 @@ def _write_results(config, workdir, stats, result, latents) -> None:
   reference = np.asarray(stats.images[:2000]) if stats.image_shape[:2] == (1, 1) else None
   outputs.write_png(os.path.join(workdir, "grid.png"), outputs.sample_grid(
       result["images"][:config.output.grid_samples], reference))
-  outputs.write_png(os.path.join(workdir, "trajectory.png"), outputs.trajectory_grid(
-      result["x0_trajectory"], config.output.trajectory_samples))
+  plots.write_figure(os.path.join(workdir, "trajectory.png"), plots.trajectory_figure(
+      result["x0_trajectory"], result["timesteps"], config.output.trajectory_samples))
 
 
 def run(config, workdir: str) -> dict:
@@ -266,6 +268,7 @@ def _run(config, workdir: str, is_main: bool) -> dict:
   metrics["posterior_support"] = _support(config, stats, latents, result)
   if is_main:
     _write_results(config, workdir, stats, result, latents)
+    plots.write_run_plots(workdir, metrics)
     outputs.write_json(os.path.join(workdir, "metrics.json"), metrics)
   log.info("done: median step %.4f s, compile %.2f s, sampling %.2f s; outputs in %s",
                metrics["step_seconds_median"], metrics["compile_seconds_total"],

@@ -60,3 +60,22 @@ def ddim_step(x_t: jnp.ndarray, x0_hat: jnp.ndarray, abar_t, abar_prev) -> jnp.n
   eps_hat = (x_t - jnp.sqrt(abar_t) * x0_hat) / jnp.sqrt(1.0 - abar_t)
   x0_pos = jnp.clip(x0_hat, -1.0, 1.0)
   return jnp.sqrt(abar_prev) * x0_pos + jnp.sqrt(1.0 - abar_prev) * eps_hat
+
+
+def ddim_states(latents, x0_trajectory, timesteps) -> np.ndarray:
+  """The noisy states x_t a DDIM run visited, [S, *latents.shape], rebuilt from its record.
+
+  x_{t_0} = ``latents``; each next state is `ddim_step` with that step's recorded x̂_0
+  (``x0_trajectory`` [S, *latents.shape]) and the "leading" ᾱ of ``len(timesteps)`` steps, as in
+  the sampler. Used to evaluate diagnostics (e.g. the posterior at each step) after a run.
+  """
+  x0_trajectory = np.asarray(x0_trajectory, np.float32)
+  x = jnp.asarray(latents, jnp.float32)
+  if x0_trajectory.shape != (len(timesteps), *x.shape):
+    raise ValueError(f"x0_trajectory has shape {x0_trajectory.shape}; expected "
+                     f"{(len(timesteps), *x.shape)} for {len(timesteps)} timesteps")
+  states = []
+  for x0, t in zip(x0_trajectory, timesteps):
+    states.append(np.asarray(x))
+    x = ddim_step(x, jnp.asarray(x0), alpha_bar(int(t)), alpha_bar_prev(int(t), len(timesteps)))
+  return np.stack(states)

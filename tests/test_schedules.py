@@ -93,3 +93,22 @@ def test_last_step_returns_clipped_x0(t):
   x0 = rng.uniform(-2.5, 2.5, size=(3, 30)).astype(np.float32)
   got = np.asarray(schedules.ddim_step(jnp.asarray(x_t), jnp.asarray(x0), ref.ABAR[t], 1.0))
   np.testing.assert_allclose(got, np.clip(x0, -1.0, 1.0), rtol=0, atol=1e-6)
+
+
+def test_ddim_states_rebuild_the_visited_states_in_float64():
+  rng = np.random.default_rng(11)
+  ts = schedules.ddim_timesteps(5)
+  latents = rng.standard_normal((3, 4, 4, 2)).astype(np.float32)
+  x0 = (1.5 * rng.standard_normal((5, 3, 4, 4, 2))).astype(np.float32)  # some beyond ±1
+  abar = schedules.alphas_cumprod().astype(np.float64)
+  want, x = [], latents.astype(np.float64)
+  for j, t in enumerate(ts):
+    want.append(x)
+    prev = abar[t - 200] if t >= 200 else 1.0
+    eps = (x - np.sqrt(abar[t]) * x0[j]) / np.sqrt(1 - abar[t])
+    x = np.sqrt(prev) * np.clip(x0[j], -1, 1) + np.sqrt(1 - prev) * eps
+  got = schedules.ddim_states(latents, x0, ts)
+  assert got.shape == (5, 3, 4, 4, 2)
+  np.testing.assert_allclose(got, np.stack(want), rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="expected"):
+    schedules.ddim_states(latents, x0[:4], ts)
