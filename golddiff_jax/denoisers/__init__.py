@@ -4,13 +4,14 @@
 options, batch) -> list[Plan]`` replaces per-step ``prepare`` to share work across a run's steps,
 and ``check_options(resolved_options)`` validates option values (raises ValueError)."""
 
-from golddiff_jax.denoisers import golddiff, optimal, pca_locality, wiener
+from golddiff_jax.denoisers import els, golddiff, optimal, pca_locality, wiener
 
 METHODS = {
     "optimal": optimal,
     "wiener": wiener,
     "pca_locality": pca_locality,
     "golddiff": golddiff,
+    "els": els,
 }
 
-__all__ = ["METHODS", "golddiff", "optimal", "pca_locality", "wiener"]
+__all__ = ["METHODS", "els", "golddiff", "optimal", "pca_locality", "wiener"]
