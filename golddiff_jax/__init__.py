@@ -9,11 +9,11 @@
 
 from golddiff_jax import diagnostics
 from golddiff_jax import sharding
-from golddiff_jax.api import denoise, fit, make_mesh, noise, sample, shard_stats
+from golddiff_jax.api import denoise, fit, make_mesh, noise, sample, sample_keys, shard_stats
 from golddiff_jax.denoisers import METHODS
 from golddiff_jax.sampler import SampleOutput
 from golddiff_jax.stats import Stats, load as load_stats, save as save_stats
 
 __all__ = ["METHODS", "diagnostics", "SampleOutput", "Stats", "denoise", "fit", "load_stats",
-           "make_mesh", "noise", "sample", "save_stats", "shard_stats", "sharding"]
+           "make_mesh", "noise", "sample", "sample_keys", "save_stats", "shard_stats", "sharding"]
 __version__ = "0.1.0"

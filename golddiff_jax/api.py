@@ -6,7 +6,8 @@ Images are NHWC float arrays in [-1, 1]; ``t`` counts DDPM steps 0…999.
 
 from __future__ import annotations
 
-from typing import Any
+import numbers
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,18 +21,25 @@ shard_stats = stats_lib.shard
 make_mesh = sharding.make_mesh
 
 
+def _plain(value: Any) -> Any:
+  """NumPy/JAX scalars (``np.float32(0.5)``, ``jnp.int32(3)``, 0-d arrays) as Python scalars, so
+  that every later check sees ``int``/``float``/``bool``; anything else unchanged."""
+  if isinstance(value, (np.generic, np.ndarray, jax.Array)) and np.ndim(value) == 0:
+    return np.asarray(value).item()
+  return value
+
+
 def _resolve(method: str, options: dict) -> tuple[Any, dict]:
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; valid methods: {sorted(METHODS)}")
   module = METHODS[method]
   validation.check_options(options, module.OPTIONS, what=f"method {method!r}")
-  resolved = {**module.OPTIONS, **options}
+  resolved = {**module.OPTIONS, **{k: _plain(v) for k, v in options.items()}}
   if "temperature" in resolved:
-    temp = resolved["temperature"]
-    if not isinstance(temp, (int, float)) or not np.isfinite(temp) or temp <= 0:
-      raise ValueError(f"temperature must be a positive number, got {temp!r}")
+    validation.check_temperature(resolved["temperature"])
   chunk = resolved.get("chunk_size")
-  if chunk is not None and (not isinstance(chunk, (int, np.integer)) or chunk < 1):
+  if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral)
+                            or chunk < 1):
     raise ValueError(f"chunk_size must be a positive int or None, got {chunk!r}")
   if hasattr(module, "check_options"):
     module.check_options(resolved)
@@ -51,8 +59,31 @@ def _flatten(stats: stats_lib.Stats, arr: Any, name: str) -> jax.Array:
   return jnp.asarray(checked.reshape(checked.shape[0], -1))
 
 
-def _key(key) -> jax.Array:
-  return jax.random.key(0) if key is None else key
+def _key(key, batch: int) -> jax.Array:
+  """A typed PRNG key: one for the batch, or ``batch`` keys (one per sample, shape [B]); raw
+  uint32 keys ([2] or [B, 2], from ``jax.random.PRNGKey``) are wrapped. None: key(0)."""
+  if key is None:
+    return jax.random.key(0)
+  if isinstance(key, (jax.Array, np.ndarray)):
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+      if key.shape in ((), (batch,)):
+        return key
+    elif key.dtype == np.uint32 and key.shape in ((2,), (batch, 2)):
+      return jax.random.wrap_key_data(jnp.asarray(key))
+  what = (f"{type(key).__name__} {key!r}" if isinstance(key, (bool, numbers.Number, str))
+          else f"{type(key).__name__} of shape {getattr(key, 'shape', '?')} and dtype "
+               f"{getattr(key, 'dtype', '?')}")
+  raise ValueError(f"key must be a PRNG key from jax.random.key(seed): one key, or one per "
+                   f"sample (shape [{batch}]); got {what}")
+
+
+def _timestep(t) -> int:
+  """``t`` as an int in [0, 999] (Python, NumPy or 0-d JAX integers), else ValueError."""
+  plain = _plain(t)
+  if isinstance(plain, bool) or not isinstance(plain, numbers.Integral) or not (
+      0 <= plain < schedules.NUM_TRAIN_TIMESTEPS):
+    raise ValueError(f"t must be an int in [0, {schedules.NUM_TRAIN_TIMESTEPS - 1}], got {t!r}")
+  return int(plain)
 
 
 def _mesh(stats: stats_lib.Stats, mesh, module, options: dict, batch: int):
@@ -76,36 +107,51 @@ def denoise(stats: stats_lib.Stats, x_t: Any, t: int, *, method: str, key=None, 
 
   With ``mesh`` (a `jax.sharding.Mesh` with a ``data`` axis and optionally a ``batch`` axis, e.g.
   from `golddiff_jax.sharding.make_mesh`) the database is sharded along N over ``data`` and the
-  batch over ``batch``; the result is the same as on one device.
+  batch over ``batch``; the result is the same as on one device. ``key`` drives the denoiser's
+  randomness (GoldDiff's random pool): one `jax.random.key`, or one key per sample (shape [B]),
+  which makes each sample's randomness independent of the batch it is in.
   """
   _check_stats(stats)
   module, resolved = _resolve(method, options)
-  if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not (
-      0 <= t < schedules.NUM_TRAIN_TIMESTEPS):
-    raise ValueError(f"t must be an int in [0, {schedules.NUM_TRAIN_TIMESTEPS - 1}], got {t!r}")
+  t = _timestep(t)
   flat = _flatten(stats, x_t, "x_t")
+  key = _key(key, flat.shape[0])
   mesh = _mesh(stats, mesh, module, resolved, flat.shape[0])
-  x0 = sampler.denoise_flat(stats, flat, int(t), method, _key(key), resolved, mesh)
+  x0 = sampler.denoise_flat(stats, flat, t, method, key, resolved, mesh)
   return x0.reshape(flat.shape[0], *stats.image_shape)
 
 
 def sample(stats: stats_lib.Stats, latents: Any, *, method: str, num_steps: int = 10,
-           key=None, mesh=None, **options) -> sampler.SampleOutput:
+           key=None, mesh=None, on_step: Callable[[int], None] | None = None,
+           **options) -> sampler.SampleOutput:
   """Runs deterministic DDIM (η = 0) from ``latents`` [B, H, W, C] with an analytical denoiser.
 
   Returns a `SampleOutput` with ``images`` (x̂_0 at the last step), ``x0_trajectory``,
   ``timesteps``, ``step_seconds``, ``compile_seconds`` and ``prepare_seconds``. ``mesh``: as in
   `denoise` (stats already sharded with `shard_stats` or ``fit(..., mesh=)`` run on their own mesh
-  by default).
+  by default). ``key``: as in `denoise`; step j uses ``fold_in(key, j)`` (per sample for [B] keys).
+  ``on_step(j)`` is called after step j has finished (e.g. to move a progress bar).
   """
   _check_stats(stats)
   module, resolved = _resolve(method, options)
-  if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
+  num_steps = _plain(num_steps)
+  if (isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral)
+      or num_steps < 1):
     raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
   schedules.ddim_timesteps(int(num_steps))  # range check
   flat = _flatten(stats, latents, "latents")
+  key = _key(key, flat.shape[0])
   mesh = _mesh(stats, mesh, module, resolved, flat.shape[0])
-  return sampler.sample_flat(stats, flat, method, int(num_steps), _key(key), resolved, mesh)
+  return sampler.sample_flat(stats, flat, method, int(num_steps), key, resolved, mesh,
+                             on_step=on_step)
+
+
+def sample_keys(key: jax.Array, first: int, count: int) -> jax.Array:
+  """Per-sample keys [count] ``fold_in(key, i)`` for the global sample indices i = first, …,
+  first + count − 1: pass them as ``key`` to `sample` so that a sample's randomness depends on
+  its index and ``key`` only, not on how the samples are split into batches."""
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(
+      jnp.arange(int(first), int(first) + int(count), dtype=jnp.uint32))
 
 
 def noise(key: jax.Array, batch: int, image_shape) -> jax.Array:

@@ -53,7 +53,10 @@ def fresh_rows(start: jax.Array, step: jax.Array, chunk: int) -> jax.Array:
 
 
 def sample_keys(key: jax.Array, batch: int, stream: int) -> jax.Array:
-  """Per-sample keys fold_in(fold_in(key, stream), b) for global sample indices b = 0…B−1."""
+  """Per-sample keys: fold_in(fold_in(key, stream), b) for b = 0…B−1 from one key, or
+  fold_in(key[b], stream) from per-sample keys [B] (then a sample's draw ignores its batch)."""
+  if key.ndim == 1:
+    return jax.vmap(lambda k: jax.random.fold_in(k, stream))(key)
   key = jax.random.fold_in(key, stream)
   return jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(batch))
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 import time
 
@@ -66,9 +67,10 @@ def run_mesh(config):
   """The run's device mesh from ``config.mesh`` (None on a single device).
 
   WSSM averaging cannot be sharded (it depends on the global chunking): with ``mesh.data = -1``
-  such a run uses one device; an explicit multi-device ``mesh.data`` is an error.
+  such a run uses one device; an explicit multi-device ``mesh.data`` is an error. A mesh needing
+  more devices than there are is an error too (also on one device).
   """
-  if jax.device_count() == 1:
+  if jax.device_count() == 1 and config.mesh.data in (-1, 1) and config.mesh.batch == 1:
     return None
   if run_config.method_options(config).get("softmax") == "wssm":
     if config.mesh.data not in (-1, 1) or config.mesh.batch != 1:
@@ -76,7 +78,10 @@ def run_mesh(config):
                        "mesh.batch=1, or use softmax='exact'")
     log.info("softmax='wssm' is not sharded: running on one device")
     return None
-  return sharding.make_mesh(data=config.mesh.data, batch=config.mesh.batch)
+  try:
+    return sharding.make_mesh(data=config.mesh.data, batch=config.mesh.batch)
+  except ValueError as e:
+    raise ValueError(f"mesh.data={config.mesh.data}, mesh.batch={config.mesh.batch}: {e}") from e
 
 
 def _fit(config, mesh) -> stats_lib.Stats:
@@ -127,24 +132,70 @@ def fit_or_load_stats(config, workdir: str, mesh=None) -> tuple[stats_lib.Stats,
   return stats, info
 
 
-def _sample(config, stats, options: dict, mesh) -> tuple[dict, np.ndarray]:
-  """All batches; returns the stacked outputs and the initial latents."""
+class _BarStream:
+  """A console stream that prints through ``tqdm.write``: log lines go above the bar."""
+
+  def __init__(self, stream):
+    self.stream = stream
+
+  def write(self, text: str) -> None:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+    if text.strip():
+      tqdm.write(text.rstrip("\n"), file=self.stream)
+
+  def flush(self) -> None:
+    self.stream.flush()
+
+
+def _console_handlers() -> list[logging.StreamHandler]:
+  """The root logger's stream handlers on stdout/stderr (absl's included)."""
+  found = []
+  for handler in logging.getLogger().handlers:
+    handler = getattr(handler, "python_handler", handler)  # absl wraps a StreamHandler
+    if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
+        sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__):
+      found.append(handler)
+  return found
+
+
+@contextlib.contextmanager
+def _progress(total: int, desc: str):
+  """A tqdm bar over sampling steps; console log lines are printed above it meanwhile."""
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  bar = tqdm(total=total, unit="step", desc=desc, disable=jax.process_index() != 0,
+             leave=False, file=sys.stderr)
+  handlers = [] if bar.disable else _console_handlers()
+  streams = [h.stream for h in handlers]
+  for handler in handlers:
+    handler.setStream(_BarStream(handler.stream))
+  try:
+    with bar:
+      yield bar
+  finally:
+    for handler, stream in zip(handlers, streams):
+      handler.setStream(stream)
+
+
+def _sample(config, stats, options: dict, mesh) -> tuple[dict, np.ndarray]:
+  """All batches; returns the stacked outputs and the initial latents.
+
+  The initial noise and the sampler's randomness use separate streams of ``config.seed``; sample
+  i's sampler key is ``fold_in(sampler stream, i)`` (`golddiff_jax.sample_keys`), so a sample
+  does not depend on ``sampler.batch_size``.
+  """
   noise_key, sample_key = jax.random.split(jax.random.key(config.seed))
   num, batch = config.sampler.num_samples, min(config.sampler.batch_size,
                                                 config.sampler.num_samples)
   steps = config.sampler.num_steps
   latents = np.asarray(gd.noise(noise_key, num, stats.image_shape))
   outs = []
-  bar = tqdm(total=-(-num // batch) * steps, unit="step", desc=f"sampling {config.method}",
-             disable=jax.process_index() != 0, leave=False)
-  with bar:
+  with _progress(-(-num // batch) * steps, f"sampling {config.method}") as bar:
     for b, start in enumerate(range(0, num, batch)):
-      out = gd.sample(stats, latents[start:start + batch], method=config.method,
-                      num_steps=steps, key=jax.random.fold_in(sample_key, b), mesh=mesh,
-                      **options)
+      size = min(batch, num - start)
+      out = gd.sample(stats, latents[start:start + size], method=config.method,
+                      num_steps=steps, key=gd.sample_keys(sample_key, start, size), mesh=mesh,
+                      on_step=lambda _: bar.update(1), **options)
       outs.append(out)
-      bar.update(steps)
       bar.set_postfix(batch=f"{b + 1}", step_s=f"{np.median(out.step_seconds):.3f}")
       log.info("batch %d: step seconds %s, compile seconds %.2f", b,
                    np.round(out.step_seconds, 4).tolist(), float(out.compile_seconds.sum()))
@@ -215,12 +266,13 @@ def _write_results(config, workdir, stats, result, latents) -> None:
 def run(config, workdir: str) -> dict:
   """Runs one experiment into ``workdir`` and returns its metrics (see the module docstring)."""
   run_config.validate(config)
+  mesh = run_mesh(config)  # before the workdir: a mesh the devices cannot hold is bad input
   workdir = ensure_workdir(workdir)
   is_main = jax.process_index() == 0
   log_file = _log_to(os.path.join(workdir, "log.txt")) if is_main else contextlib.nullcontext()
   with log_file as handler:
     try:
-      return _run(config, workdir, is_main)
+      return _run(config, workdir, is_main, mesh)
     except ValueError as e:  # recorded in the log file only; the caller reports it
       if handler is not None:
         handler.handle(logging.makeLogRecord(
@@ -228,11 +280,10 @@ def run(config, workdir: str) -> dict:
       raise
 
 
-def _run(config, workdir: str, is_main: bool) -> dict:
+def _run(config, workdir: str, is_main: bool, mesh) -> dict:
   options = run_config.method_options(config)
   log.info("run: method=%s dataset=%s workdir=%s", config.method, config.data.dataset,
                workdir)
-  mesh = run_mesh(config)
   log.info("mesh: %s", "none (one device)" if mesh is None else dict(mesh.shape))
   start = time.perf_counter()
   stats, info = fit_or_load_stats(config, workdir, mesh)

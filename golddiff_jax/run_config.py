@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 import re
 
-from golddiff_jax import budgets
+from golddiff_jax import budgets, validation
 from golddiff_jax.data import datasets
 from golddiff_jax.denoisers import METHODS
 
@@ -91,9 +91,7 @@ def _validate_method(config, spec: datasets.DatasetSpec) -> None:
     raise ValueError(f"golden.low_res_dim={golden.low_res_dim} exceeds the image resolution "
                      f"{resolution(config)} (0 picks the proxy resolution automatically)")
   options = {**module.OPTIONS, **method_options(config)}
-  temperature = options.get("temperature", 1.0)
-  if not isinstance(temperature, numbers.Real) or not temperature > 0:
-    raise ValueError(f"denoiser.temperature must be a positive number, got {temperature!r}")
+  validation.check_temperature(options.get("temperature", 1.0), name="denoiser.temperature")
   _int("denoiser.chunk_size", config.denoiser.chunk_size, minimum=1, optional=True)
   if hasattr(module, "check_options"):
     module.check_options(options)

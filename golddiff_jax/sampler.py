@@ -111,6 +111,13 @@ def prepare_plans(stats: Stats, method: str, timesteps, options: dict, batch: in
   return [module.prepare(stats, abar, options, batch) for abar in abars]
 
 
+def step_keys(key: jax.Array, step: int) -> jax.Array:
+  """fold_in(key, step) for one key, or for each of per-sample keys [B]."""
+  if key.ndim == 1:
+    return jax.vmap(lambda k: jax.random.fold_in(k, step))(key)
+  return jax.random.fold_in(key, step)
+
+
 def denoise_flat(stats: Stats, x_t: jax.Array, t: int, method: str, key: jax.Array,
                  options: dict, mesh=None) -> jax.Array:
   """One x̂_0 prediction for flattened x_t [B, D] at timestep t (sharded over ``mesh``)."""
@@ -119,7 +126,7 @@ def denoise_flat(stats: Stats, x_t: jax.Array, t: int, method: str, key: jax.Arr
 
 
 def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
-                key: jax.Array, options: dict, mesh=None) -> SampleOutput:
+                key: jax.Array, options: dict, mesh=None, on_step=None) -> SampleOutput:
   """Runs the sampler on flattened latents [B, D]; see `golddiff_jax.sample`."""
   timesteps = schedules.ddim_timesteps(num_steps)
   batch = latents.shape[0]
@@ -131,7 +138,7 @@ def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
   trajectory, step_seconds, compile_seconds, step_bytes = [], [], [], []
   for j, (t, plan) in enumerate(zip(timesteps, plans)):
     abar_prev = jnp.float32(schedules.alpha_bar_prev(t, num_steps))
-    step_key = jax.random.fold_in(key, j)
+    step_key = step_keys(key, j)
     args = (stats, plan, x, abar_prev, step_key)
     start = time.perf_counter()
     compiled = _step.lower(*args, method=method, mesh=mesh).compile()
@@ -142,6 +149,8 @@ def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
     x0.block_until_ready()
     step_seconds.append(time.perf_counter() - start)
     trajectory.append(x0)
+    if on_step is not None:
+      on_step(j)
   h, w, c = stats.image_shape
   traj = _to_host(jnp.stack(trajectory)).reshape(num_steps, batch, h, w, c)
   return SampleOutput(images=traj[-1], x0_trajectory=traj, timesteps=np.asarray(timesteps),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any, Iterable, Mapping
 
+import jax
 import numpy as np
 
 
@@ -16,7 +19,8 @@ def check_images(images: Any, *, name: str, min_count: int = 1,
     raise ValueError(f"{name} could not be converted to an array: {e}") from e
   if arr.ndim != 4:
     raise ValueError(f"{name} must be NHWC with 4 dimensions, got shape {arr.shape}")
-  if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+  if not (jax.dtypes.issubdtype(arr.dtype, np.floating)  # bfloat16 and float8 included
+          or np.issubdtype(arr.dtype, np.integer)):
     raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
   if min(arr.shape[1:]) < 1:
     raise ValueError(f"{name} has an empty image dimension: shape {arr.shape}")
@@ -39,3 +43,21 @@ def check_options(options: Mapping[str, Any], valid: Iterable[str], *, what: str
   unknown = sorted(set(options) - set(valid))
   if unknown:
     raise ValueError(f"unknown option(s) {unknown} for {what}; valid options: {valid}")
+
+
+def check_temperature(value: Any, *, name: str = "temperature") -> None:
+  """Raises ValueError unless ``value`` is a finite real number > 0."""
+  if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+      or not math.isfinite(value) or not value > 0):
+    raise ValueError(f"{name} must be a positive number (finite), got {value!r}")
+
+
+def check_mask_threshold(value: Any, *, name: str = "mask_threshold") -> None:
+  """Raises ValueError unless 0 < ``value`` < 1: the mask keeps the entries with
+  |M̃| ≥ θ·max|M̃|, so θ ≤ 0 would keep every entry and θ ≥ 1 only the largest."""
+  real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+  if not real or not 0.0 < value < 1.0:
+    why = ("θ <= 0 would keep every entry" if real and value <= 0 else
+           "θ >= 1 would keep only the largest entries" if real and value >= 1 else
+           "a fraction of the largest entry")
+    raise ValueError(f"{name} must be in (0, 1) ({why}), got {value!r}")

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from golddiff_jax import chunking, masks, sharding, softmax
+from golddiff_jax import chunking, masks, sharding, softmax, validation
 from golddiff_jax.stats import Stats
 
 OPTIONS = {"mask_threshold": 0.05, "temperature": 1.0, "softmax": "exact",
@@ -63,10 +63,7 @@ class Plan:
 
 
 def check_options(options: dict) -> None:
-  theta = options["mask_threshold"]
-  if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 0.0 < theta < 1.0:
-    raise ValueError(f"mask_threshold must be in (0, 1) (spec Q-10: θ = 0 would keep every "
-                     f"entry), got {theta!r}")
+  validation.check_mask_threshold(options["mask_threshold"])
   if options["mask_impl"] not in MASK_IMPLS:
     raise ValueError(f"mask_impl must be one of {MASK_IMPLS}, got {options['mask_impl']!r}")
   if options["softmax"] not in SOFTMAX_MODES:
