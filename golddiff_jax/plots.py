@@ -2,8 +2,9 @@
 
 * `labelled_grid`: a uint8 image grid placed pixel for pixel (no resampling) with column and row
   labels; `trajectory_figure` labels the columns of `outputs.trajectory_grid` with their t.
-* `concentration_figure`: the posterior's effective support size against t — the paper's claim
-  that the posterior concentrates on a few training images as t → 0, measured on the run's data.
+* `plot_concentration` / `concentration_figure`: the posterior's effective support size against
+  t — the paper's claim that the posterior concentrates on a few training images as t → 0,
+  measured on the run's data.
 * `budgets_figure`: GoldDiff's random-pool size m_t and golden-subset size k_t against t.
 * `timing_figure`: seconds per sampling step (every batch), with compile and preparation totals.
 * `write_run_plots(workdir, metrics)`: the last three from a run's metrics, each written atomically.
@@ -19,6 +20,7 @@ import os
 from typing import Sequence
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from golddiff_jax import outputs
@@ -97,35 +99,46 @@ def _time_axis(ax, timesteps) -> None:
   ax.grid(True, which="both", alpha=0.3)
 
 
-def concentration_figure(timesteps: Sequence[int], effective_size, support=None, *,
-                         num_images: int, mass: float = 0.99, golden_k=None,
-                         what: str = "") -> Figure:
-  """Effective support size exp(entropy) of the posterior over the N training images, and the
-  number of images holding ``mass`` of it, against t (log scale).
+def plot_concentration(ax, timesteps: Sequence[int], effective_size, support=None, *,
+                       num_images: int, mass: float = 0.99, golden_k=None) -> None:
+  """Draws the posterior's effective support size exp(entropy) over the N training images, and
+  the number of images holding ``mass`` of it, against t (log scale) on ``ax``.
 
-  ``effective_size`` / ``support`` are [S] (one curve) or [S, B] (median and the band between
-  the smallest and largest sample). ``golden_k`` [S]: GoldDiff's k_t, drawn for comparison.
+  ``effective_size`` / ``support`` are [S] (one curve) or [S, B] (the median over the B samples
+  and a band from their 10th to 90th percentile). ``golden_k`` [S]: GoldDiff's k_t, drawn for
+  comparison.
   """
   t = np.asarray(timesteps)
-  fig = Figure(figsize=(6.4, 4.2), dpi=DPI)
-  ax = fig.add_subplot()
+  marker = "o-" if len(t) <= 25 else "-"
   for values, label, colour in ((effective_size, "effective size exp(H)", "C0"),
                                 (support, f"images holding {mass:.0%} of the mass", "C1")):
     if values is None:
       continue
     values = np.asarray(values, np.float64).reshape(len(t), -1)
     if values.shape[1] > 1:
-      ax.fill_between(t, values.min(1), values.max(1), color=colour, alpha=0.2, lw=0)
-    ax.plot(t, np.median(values, axis=1), "o-", color=colour, label=label)
+      low, high = np.percentile(values, [10, 90], axis=1)
+      ax.fill_between(t, low, high, color=colour, alpha=0.2, lw=0)
+      label += f" (median, 10-90% of {values.shape[1]} samples)"
+    ax.plot(t, np.median(values, axis=1), marker, color=colour, ms=4, label=label)
   if golden_k is not None:
-    ax.plot(t, golden_k, "s--", color="C2", label="GoldDiff golden subset k_t")
+    ax.plot(t, golden_k, "s--", color="C2", ms=4, label="GoldDiff golden subset k_t")
   ax.axhline(num_images, color="grey", ls=":", label=f"N = {num_images}")
   ax.set_yscale("log")
   ax.set_ylim(0.7, num_images * 1.6)
   ax.set_ylabel("training images")
   _time_axis(ax, t)
-  ax.set_title("Posterior concentration" + (f"\n{what}" if what else ""), fontsize=10)
   ax.legend(fontsize=8, loc="lower left")
+
+
+def concentration_figure(timesteps: Sequence[int], effective_size, support=None, *,
+                         num_images: int, mass: float = 0.99, golden_k=None,
+                         what: str = "") -> Figure:
+  """`plot_concentration` as a figure of its own, titled with ``what`` was measured."""
+  fig = Figure(figsize=(6.4, 4.2), dpi=DPI)
+  ax = fig.add_subplot()
+  plot_concentration(ax, timesteps, effective_size, support, num_images=num_images, mass=mass,
+                     golden_k=golden_k)
+  ax.set_title("Posterior concentration" + (f"\n{what}" if what else ""), fontsize=10)
   fig.tight_layout()
   return fig
 
@@ -140,6 +153,10 @@ def budgets_figure(timesteps: Sequence[int], m: Sequence[int], k: Sequence[int],
   ax.plot(t, k, "s-", label="golden subset k_t")
   ax.axhline(num_images, color="grey", ls=":", label=f"N = {num_images}")
   ax.set_yscale("log")
+  plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+  ax.yaxis.set_major_formatter(plain)
+  if np.log10(max(max(m), num_images) / min(k)) < 1.5:  # few decades: label the minor ticks too
+    ax.yaxis.set_minor_formatter(plain)
   ax.set_ylabel("images")
   _time_axis(ax, t)
   ax.set_title("GoldDiff budgets per step", fontsize=10)
@@ -192,8 +209,8 @@ def write_run_plots(workdir: str, metrics: dict) -> list[str]:
         support["timesteps"], support["effective_size_mean"], support["support_mean"],
         num_images=n, mass=support.get("mass", 0.99),
         golden_k=[b["k"] for b in budgets] if budgets else None,
-        what=f"unmasked posterior over the N training images along the run's first "
-             f"{support['num_samples']} samples (mean)")
+        what=f"unmasked posterior over all N, mean of the run's first "
+             f"{support['num_samples']} samples")
   if budgets:
     figures["budgets.png"] = budgets_figure([b["t"] for b in budgets], [b["m"] for b in budgets],
                                             [b["k"] for b in budgets], num_images=n)
