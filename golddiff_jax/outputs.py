@@ -133,15 +133,19 @@ def sample_grid(images: np.ndarray, reference: np.ndarray | None = None) -> np.n
   return readable_grid(images)
 
 
-def trajectory_grid(trajectory: np.ndarray, num_samples: int) -> np.ndarray:
+def trajectory_grid(trajectory: np.ndarray, num_samples: int,
+                    reference: np.ndarray | None = None) -> np.ndarray:
   """x̂_0 per step [S, B, H, W, C] → one row per sample (the first ``num_samples``), one column
   per step, as a readable grid (`golddiff_jax.plots.trajectory_figure` labels the columns).
 
-  Point data: one scatter plot per step, side by side.
+  Point data: one scatter plot per step (over the ``reference`` points, if given), side by side.
   """
   steps = trajectory.shape[0]
   if trajectory.shape[2:4] == (1, 1):
-    return np.concatenate([scatter_plot(trajectory[s], size=128) for s in range(steps)], axis=1)
+    gap = np.full((128, 2, 3), SEPARATOR, np.uint8)
+    panels = [scatter_plot(trajectory[s], reference, size=128) for s in range(steps)]
+    return np.concatenate([p for s, panel in enumerate(panels)
+                           for p in ([gap, panel] if s else [panel])], axis=1)
   picked = trajectory[:, :num_samples]                       # [S, b, H, W, C]
   ordered = np.swapaxes(picked, 0, 1).reshape(-1, *picked.shape[2:])  # sample-major
   return readable_grid(ordered, columns=steps)

@@ -260,7 +260,7 @@ def _write_results(config, workdir, stats, result, latents) -> None:
   outputs.write_png(os.path.join(workdir, "grid.png"), outputs.sample_grid(
       result["images"][:config.output.grid_samples], reference))
   plots.write_figure(os.path.join(workdir, "trajectory.png"), plots.trajectory_figure(
-      result["x0_trajectory"], result["timesteps"], config.output.trajectory_samples))
+      result["x0_trajectory"], result["timesteps"], config.output.trajectory_samples, reference))
 
 
 def run(config, workdir: str) -> dict:
