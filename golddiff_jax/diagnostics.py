@@ -129,6 +129,7 @@ def masked_statistics(database: jax.Array, x_t: jax.Array, locality: pca_localit
 def posterior_support(stats: Stats, x_t: jax.Array, abar: float, *, temperature: float = 1.0,
                       mass: float = 0.99, subset: jax.Array | None = None,
                       mask_threshold: float | None = None, mask_impl: str = "auto",
+                      mask_variant: dict | None = None,
                       chunk_size: int | None = None) -> dict:
   """Concentration of the posterior at flattened x_t [B, D] and noise level ``abar``.
 
@@ -141,6 +142,7 @@ def posterior_support(stats: Stats, x_t: jax.Array, abar: float, *, temperature:
     subset: optional [B, k] int32 candidate indices per sample (e.g. a golden subset).
     mask_threshold: θ of the PCA-locality mask; None skips the per-coordinate statistics.
     mask_impl: contraction form for the masked statistics (see `pca_locality`).
+    mask_variant: the mask's variant options (`masks.PUBLISHED` keys; None: published rule).
     chunk_size: database rows per scan step (None: from a memory budget).
 
   Returns:
@@ -160,7 +162,7 @@ def posterior_support(stats: Stats, x_t: jax.Array, abar: float, *, temperature:
                        chunk=int(chunk))
   out = dict(_global_summary(logits, subset, mass=float(mass)))
   if mask_threshold is not None:
-    mask = masks.locality_mask(stats.eigvals, stats.eigvecs, abar, float(mask_threshold))
+    mask = masks.mask_for(stats, abar, {**(mask_variant or {}), "mask_threshold": mask_threshold})
     local = pca_locality.build_plan(
         mask, abar, {"mask_impl": mask_impl, "softmax": "exact", "wssm_chunk": 1,
                      "temperature": temperature, "chunk_size": chunk_size}, batch)
@@ -181,6 +183,7 @@ def golddiff_support(stats: Stats, x_t: jax.Array, abar: float, key: jax.Array,
   subset = _golden_subset(stats, plan, jnp.asarray(x_t, jnp.float32), key)
   out = posterior_support(stats, x_t, abar, temperature=float(options["temperature"]),
                           subset=subset, mask_threshold=float(options["mask_threshold"]),
+                          mask_variant={k: options.get(k, v) for k, v in masks.PUBLISHED.items()},
                           mask_impl=options["mask_impl"], chunk_size=options["subset_chunk_size"])
   out.update(subset=subset, m=plan.m, k=plan.k)
   return out

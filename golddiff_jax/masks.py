@@ -1,10 +1,23 @@
-"""PCA-locality masks (spec §3, §4.3) and their dense, tiled and sparse forms.
+"""PCA-locality masks (docs/method.md §4) and their dense, tiled and sparse forms.
 
 For a noise level ᾱ the Wiener operator is L̃ = V diag(s) Vᵀ with s = ᾱλ/(σ² + ᾱλ), σ² = 1 − ᾱ.
-The mask is L̃ with each row n divided by its diagonal L̃[n, n] (quirk Q-1: a diagonal entry with
+The published mask is L̃ with each row n divided by its diagonal L̃[n, n] (a diagonal entry with
 magnitude below 1e-6 is replaced by 1, in L̃ too), then binarised with the global relative threshold
 |M̃| ≥ θ·max|M̃|. Column m of the mask lists the inputs n that feed output coordinate m, so the
 masked distance is ``delta @ M`` (contraction over the row index).
+
+On real images that rule is ill-posed: a pixel that (almost) never changes has a diagonal of ~1e-6,
+its row of M̃ reaches |M̃| ≫ 1 and sets the global maximum, and every well-conditioned entry falls
+below θ·max (docs/method.md §4.2). Three knobs make the mask well defined; each at 0 / "global"
+reproduces the published rule exactly:
+
+* ``eig_floor`` δ: the covariance eigenvalues are floored, λ ← max(λ, δ), before the shrink factors
+  (the Wiener denoiser uses the same floor). In [−1, 1] units the 8-bit quantisation variance is
+  (2/255)²/12 ≈ 5.1e-6, a natural lower scale;
+* ``diag_floor`` ρ: rows are normalised by max(|L̃[n, n]|, ρ·max_k |L̃[k, k]|) instead of their own
+  diagonal (the row's own entry is kept);
+* ``threshold_scope``: ``global`` (θ relative to the largest |M̃| of the whole matrix) or ``output``
+  (θ relative to the largest |M̃| in each output column).
 
 Masks are built once per sampling run on the accelerator (float32, precision HIGHEST) and then
 converted on the host into the static structure that the chosen contraction needs.
@@ -13,7 +26,8 @@ converted on the host into the static structure that the chosen contraction need
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+import numbers
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +35,31 @@ import numpy as np
 
 _DIAG_EPS = 1e-6
 HIGHEST = jax.lax.Precision.HIGHEST
+SCOPES = ("global", "output")
+# The mask options every masked denoiser accepts, with the published rule's values (θ is set per
+# method and dataset by the configs; the floors and the scope default to the published rule).
+PUBLISHED = {"eig_floor": 0.0, "diag_floor": 0.0, "threshold_scope": "global"}
+
+
+def check_mask_options(options: Mapping[str, Any]) -> None:
+  """Raises ValueError unless the mask variant options (`PUBLISHED`'s keys) are valid."""
+  for name in ("eig_floor", "diag_floor"):
+    value = options.get(name, PUBLISHED[name])
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+        or not np.isfinite(value) or value < 0):
+      raise ValueError(f"{name} must be a finite number >= 0 (0: the published rule), "
+                       f"got {value!r}")
+  if options.get("diag_floor", 0.0) >= 1.0:
+    raise ValueError(f"diag_floor is relative to the largest diagonal entry and must be < 1, "
+                     f"got {options['diag_floor']!r}")
+  scope = options.get("threshold_scope", PUBLISHED["threshold_scope"])
+  if scope not in SCOPES:
+    raise ValueError(f"threshold_scope must be one of {SCOPES}, got {scope!r}")
+
+
+def floored(eigvals: jax.Array, eig_floor) -> jax.Array:
+  """λ ← max(λ, δ): the eigenvalue floor shared by the Wiener denoiser and the masks."""
+  return jnp.maximum(eigvals, jnp.asarray(eig_floor, eigvals.dtype))
 
 
 def shrink_factors(eigvals: jax.Array, abar) -> jax.Array:
@@ -37,26 +76,54 @@ def wiener_operator(eigvals: jax.Array, eigvecs: jax.Array, abar) -> jax.Array:
   return jnp.matmul(eigvecs * s[None, :], eigvecs.T, precision=HIGHEST)
 
 
-@functools.partial(jax.jit, static_argnames=("binary",))
-def mask_from_operator(operator: jax.Array, threshold, *, binary: bool = True) -> jax.Array:
-  """Row-normalises L̃ by its diagonal (with Q-1) and thresholds it; returns M [D, D] float32."""
-  diag = jnp.diagonal(operator)
-  small = jnp.abs(diag) < _DIAG_EPS
-  diag = jnp.where(small, 1.0, diag)
+@functools.partial(jax.jit, static_argnames=("binary", "scope"))
+def mask_from_operator(operator: jax.Array, threshold, *, binary: bool = True,
+                       diag_floor=0.0, scope: str = "global") -> jax.Array:
+  """Row-normalises L̃ by its (floored) diagonal and thresholds it; returns M [D, D] float32.
+
+  With ``diag_floor`` = 0 and ``scope`` = "global" this is the published rule: a diagonal entry
+  with |L̃[n, n]| < 1e-6 is replaced by 1 (in L̃ too), row n is divided by L̃[n, n], and entries with
+  |M̃| ≥ θ·max|M̃| are kept.
+  """
+  original = jnp.diagonal(operator)
+  small = jnp.abs(original) < _DIAG_EPS
+  diag = jnp.where(small, 1.0, original)
   idx = jnp.arange(operator.shape[0])
-  operator = operator.at[idx, idx].set(diag)  # Q-1: the replacement is written into L̃ as well.
-  normalised = operator / diag[:, None]
+  operator = operator.at[idx, idx].set(diag)  # the published code writes the 1 into L̃ as well.
+  floor = diag_floor * jnp.max(jnp.abs(original))  # relative to the operator's own scale
+  divisor = jnp.where(jnp.abs(diag) < floor, floor, diag)
+  normalised = operator / divisor[:, None]
+  normalised = normalised.at[idx, idx].set(1.0)  # a row's own entry is 1 (exactly so unfloored)
   if not binary:
     return normalised
   magnitude = jnp.abs(normalised)
-  tau = threshold * jnp.max(magnitude)
+  if scope == "output":
+    tau = threshold * jnp.max(magnitude, axis=0, keepdims=True)
+  else:
+    tau = threshold * jnp.max(magnitude)
   return (magnitude >= tau).astype(jnp.float32)
 
 
-def locality_mask(eigvals: jax.Array, eigvecs: jax.Array, abar: float,
-                  threshold: float) -> jax.Array:
-  """The binary PCA-locality mask M_t [D, D] (float32 0/1) at noise level ᾱ = ``abar``."""
-  return mask_from_operator(wiener_operator(eigvals, eigvecs, abar), threshold)
+def locality_mask(eigvals: jax.Array, eigvecs: jax.Array, abar: float, threshold: float, *,
+                  eig_floor: float = 0.0, diag_floor: float = 0.0,
+                  threshold_scope: str = "global") -> jax.Array:
+  """The binary PCA-locality mask M_t [D, D] (float32 0/1) at noise level ᾱ = ``abar``.
+
+  The keyword arguments select the variant (module docstring); their defaults are the published
+  rule.
+  """
+  operator = wiener_operator(floored(eigvals, eig_floor), eigvecs, abar)
+  return mask_from_operator(operator, threshold, diag_floor=diag_floor, scope=threshold_scope)
+
+
+def mask_for(stats, abar: float, options: Mapping[str, Any]) -> jax.Array:
+  """`locality_mask` of ``stats`` with a denoiser's options (``mask_threshold`` and the variant
+  options of `PUBLISHED`, which default to the published rule)."""
+  variant = {name: options.get(name, default) for name, default in PUBLISHED.items()}
+  return locality_mask(stats.eigvals, stats.eigvecs, abar, float(options["mask_threshold"]),
+                       eig_floor=float(variant["eig_floor"]),
+                       diag_floor=float(variant["diag_floor"]),
+                       threshold_scope=variant["threshold_scope"])
 
 
 def sparse_form(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -104,6 +104,27 @@ def mask(cov, abar, theta):
   return (np.abs(m_tilde) >= tau).astype(np.float64), m_tilde, tau
 
 
+def mask_variant(cov, abar, theta, *, eig_floor=0.0, diag_floor=0.0, scope="global"):
+  """The mask with the variant knobs (golddiff_jax.masks): λ ← max(λ, eig_floor); rows divided by
+  max(|g_n|, diag_floor·max|g|) (own entry kept at 1); θ relative to the global or the per-column
+  max. Returns (binary M, M̃, τ broadcastable to M̃)."""
+  lam, vec = np.linalg.eigh(np.asarray(cov, np.float64))
+  lam = np.maximum(np.clip(lam, 0.0, None), eig_floor)
+  op = (vec * (abar * lam / ((1.0 - abar) + abar * lam))) @ vec.T
+  g = np.diag(op).copy()
+  floor = diag_floor * np.abs(g).max()
+  small = np.abs(g) < 1e-6
+  g[small] = 1.0
+  idx = np.flatnonzero(small)
+  op[idx, idx] = 1.0
+  g = np.where(np.abs(g) < floor, floor, g)
+  m_tilde = op / g[:, None]
+  np.fill_diagonal(m_tilde, 1.0)
+  mag = np.abs(m_tilde)
+  tau = theta * (mag.max(axis=0, keepdims=True) if scope == "output" else mag.max())
+  return (mag >= tau).astype(np.float64), m_tilde, tau
+
+
 # ----------------------------------------------------------------------------------------------
 # §4 softmax and denoisers
 # ----------------------------------------------------------------------------------------------

@@ -206,3 +206,71 @@ def test_tiled_form_errors():
     masks.tiled_form(np.eye(12), (2, 2, 2), 2)
   with pytest.raises(ValueError, match="tile"):
     masks.tiled_form(np.eye(8), (2, 2, 2), 0)
+
+
+VARIANTS = [dict(eig_floor=1e-3), dict(eig_floor=5e-6, diag_floor=0.05),
+            dict(diag_floor=0.1), dict(threshold_scope="output"),
+            dict(eig_floor=1e-4, threshold_scope="output")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("t", [700, 200, 0])
+def test_mask_variants_match_float64_reference(variant, t):
+  shape = SHAPES[1]
+  _, stats, cov = _fit(shape)
+  abar, theta = ref.ABAR[t], float(np.random.default_rng().uniform(0.01, 0.1))
+  got = np.asarray(masks.locality_mask(stats.eigvals, stats.eigvecs, abar, theta, **variant))
+  want, m_tilde, tau = ref.mask_variant(cov, abar, theta,
+                                        scope=variant.get("threshold_scope", "global"),
+                                        eig_floor=variant.get("eig_floor", 0.0),
+                                        diag_floor=variant.get("diag_floor", 0.0))
+  flips = got != want
+  assert flips.mean() <= MAX_FLIP_FRACTION, flips.mean()
+  tau = np.broadcast_to(tau, m_tilde.shape)
+  near = np.abs(np.abs(m_tilde) - tau) <= 2e-3 * tau
+  assert np.all(near[flips]), "a mask entry flipped away from the threshold"
+  assert np.all(np.diag(got) == 1.0)
+
+
+def test_published_options_reproduce_the_published_mask_exactly():
+  _, stats, _ = _fit(SHAPES[0])
+  for t in (500, 0):
+    plain = masks.locality_mask(stats.eigvals, stats.eigvecs, ref.ABAR[t], 0.05)
+    spelled = masks.mask_for(stats, ref.ABAR[t], {"mask_threshold": 0.05, **masks.PUBLISHED})
+    np.testing.assert_array_equal(np.asarray(plain), np.asarray(spelled))
+
+
+def test_mask_variant_options_are_checked():
+  for bad, msg in [({"eig_floor": -1.0}, "eig_floor"), ({"diag_floor": 1.5}, "diag_floor"),
+                   ({"eig_floor": float("nan")}, "eig_floor"), ({"diag_floor": True}, "diag_floor"),
+                   ({"threshold_scope": "row"}, "threshold_scope")]:
+    with pytest.raises(ValueError, match=msg):
+      masks.check_mask_options(bad)
+  masks.check_mask_options(masks.PUBLISHED)
+
+
+def _real_digits(n=1000):
+  from golddiff_jax.data import builders  # pylint: disable=g-import-not-at-top
+  images, _ = builders.read_mnist5k(builders.mnist5k_path())
+  return images[:n].astype(np.float32) / 127.5 - 1.0
+
+
+def test_constant_border_keeps_local_neighbourhoods():
+  """On real digits (a constant border, rarely-inked pixels) the published rule keeps about one
+  input per output at t = 200; every variant keeps the neighbourhood of interior outputs."""
+  images = _real_digits()
+  stats = gd.fit(images)
+  flat_var = images.reshape(len(images), -1).var(axis=0)
+  assert (flat_var == 0).sum() > 50  # the data really has degenerate pixels
+  interior = np.zeros((28, 28), bool)
+  interior[6:22, 6:22] = True
+  interior = interior.reshape(-1)
+  centres = np.flatnonzero(interior)
+  abar = ref.ABAR[200]
+  published = np.asarray(masks.locality_mask(stats.eigvals, stats.eigvecs, abar, 0.02))
+  assert published[:, interior].sum(axis=0).mean() < 25
+  for variant in (dict(eig_floor=1e-3), dict(diag_floor=0.05), dict(threshold_scope="output")):
+    got = np.asarray(masks.locality_mask(stats.eigvals, stats.eigvecs, abar, 0.02, **variant))
+    for step in (1, -1, 28, -28):  # each interior output keeps its 4-neighbours
+      assert got[centres + step, centres].mean() > 0.95, (variant, step)
+    assert got[:, interior].sum(axis=0).mean() > 2 * published[:, interior].sum(axis=0).mean()

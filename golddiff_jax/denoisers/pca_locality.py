@@ -36,7 +36,7 @@ import numpy as np
 from golddiff_jax import chunking, masks, sharding, softmax, validation
 from golddiff_jax.stats import Stats
 
-OPTIONS = {"mask_threshold": 0.05, "temperature": 1.0, "softmax": "exact",
+OPTIONS = {"mask_threshold": 0.05, **masks.PUBLISHED, "temperature": 1.0, "softmax": "exact",
            "wssm_chunk": 512, "mask_impl": "auto", "mask_tile": 8, "chunk_size": None}
 MASK_IMPLS = ("auto", "dense", "tiled", "bf16x3", "sparse")
 SOFTMAX_MODES = ("exact", "wssm")
@@ -64,6 +64,7 @@ class Plan:
 
 def check_options(options: dict) -> None:
   validation.check_mask_threshold(options["mask_threshold"])
+  masks.check_mask_options(options)
   if options["mask_impl"] not in MASK_IMPLS:
     raise ValueError(f"mask_impl must be one of {MASK_IMPLS}, got {options['mask_impl']!r}")
   if options["softmax"] not in SOFTMAX_MODES:
@@ -139,8 +140,7 @@ def build_plan(mask: jax.Array, abar: float, options: dict, batch: int,
 
 
 def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
-  mask = masks.locality_mask(stats.eigvals, stats.eigvecs, abar,
-                             float(options["mask_threshold"]))
+  mask = masks.mask_for(stats, abar, options)
   return build_plan(mask, abar, options, batch, image_shape=stats.image_shape)
 
 
