@@ -127,14 +127,14 @@ def plot_concentration(ax, timesteps: Sequence[int], effective_size, support=Non
   ax.set_ylim(0.7, num_images * 1.6)
   ax.set_ylabel("training images")
   _time_axis(ax, t)
-  ax.legend(fontsize=8, loc="lower left")
+  ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
 
 
 def concentration_figure(timesteps: Sequence[int], effective_size, support=None, *,
                          num_images: int, mass: float = 0.99, golden_k=None,
                          what: str = "") -> Figure:
   """`plot_concentration` as a figure of its own, titled with ``what`` was measured."""
-  fig = Figure(figsize=(6.4, 4.2), dpi=DPI)
+  fig = Figure(figsize=(6.4, 4.8), dpi=DPI)
   ax = fig.add_subplot()
   plot_concentration(ax, timesteps, effective_size, support, num_images=num_images, mass=mass,
                      golden_k=golden_k)
