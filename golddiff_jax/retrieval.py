@@ -66,19 +66,28 @@ def _random_bits(key: jax.Array, batch: int, n: int, stream: int) -> jax.Array:
   return jax.vmap(lambda k: jax.random.bits(k, (n,), jnp.uint32))(keys)
 
 
-def pool_mask(key: jax.Array, batch: int, n: int, m: int) -> jax.Array | None:
-  """[B, N] bool, exactly m True per row, uniform without replacement; None when m = N."""
-  if m >= n:
+def pool_mask(key: jax.Array, batch: int, n: int, m) -> jax.Array | None:
+  """[B, N] bool, exactly m True per row, uniform without replacement; None when m = N.
+
+  ``m`` may be a traced int32 scalar (a run whose steps share one compiled function); the mask is
+  then always drawn (all True when m = N).
+  """
+  if isinstance(m, int) and m >= n:
     return None
   return select_lib.smallest_mask(_random_bits(key, batch, n, POOL_STREAM), m)
 
 
-def random_subset(key: jax.Array, batch: int, n: int, k: int) -> jax.Array:
-  """[B, k] int32: k uniform random indices per sample from all N (random-retrieval ablation)."""
-  if k >= n:
+def random_subset(key: jax.Array, batch: int, n: int, k, size: int | None = None) -> jax.Array:
+  """[B, size] int32: k uniform random indices per sample from all N (random-retrieval ablation).
+
+  ``size`` (static, default k) ≥ k pads each row: entries k … size − 1 are 0 and must be masked
+  by the caller; ``k`` may then be a traced int32 scalar.
+  """
+  size = k if size is None else size
+  if isinstance(k, int) and k >= n:
     return jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (batch, n))
   mask = select_lib.smallest_mask(_random_bits(key, batch, n, RANDOM_SUBSET_STREAM), k)
-  return select_lib.mask_to_indices(mask, k)
+  return select_lib.mask_to_indices(mask, size)
 
 
 def running_smallest(score_fn: ScoreFn, n: int, k: int, batch: int, *, chunk: int,
@@ -172,31 +181,51 @@ def fine_distances(database: jax.Array, sq_norms: jax.Array, x_t: jax.Array, a: 
   return query_sq + (a * a) * jnp.take(sq_norms, candidates) - (2.0 * a) * dots
 
 
+def ranked_select(dist: jax.Array, k: int, *, method: str = "exact",
+                  recall_target: float = 0.95) -> jax.Array:
+  """Positions [B, k] of the k smallest ``dist`` [B, K], nearest first, so that every prefix of
+  length k' ≤ k holds the k' nearest (what a size bucket padded past k_t needs)."""
+  values, pos = select_lib.select(dist, k, method=method, recall_target=recall_target)
+  if method == "threshold":  # the only strategy that does not return ascending values
+    pos = jnp.take_along_axis(pos, jnp.argsort(values, axis=1, stable=True), axis=1)
+  return pos
+
+
 def fine_select(database: jax.Array, sq_norms: jax.Array, x_t: jax.Array, a: jax.Array,
                 candidates: jax.Array, k: int, *, chunk: int, method: str = "exact",
-                recall_target: float = 0.95) -> jax.Array:
-  """[B, k] int32: the k candidates nearest to x_t/a in unmasked L2 (spec §5.2 step 8)."""
-  if k >= candidates.shape[1]:
+                recall_target: float = 0.95, ranked: bool = False) -> jax.Array:
+  """[B, k] int32: the k candidates nearest to x_t/a in unmasked L2 (spec §5.2 step 8).
+
+  ``ranked``: order them nearest first (`ranked_select`), so that a prefix of any length k_t is
+  the k_t nearest; otherwise their order is unspecified.
+  """
+  if k >= candidates.shape[1] and not ranked:
     return candidates
   dist = fine_distances(database, sq_norms, x_t, a, candidates, chunk=chunk)
-  _, pos = select_lib.select(dist, k, method=method, recall_target=recall_target)
+  pos = ranked_select(dist, k, method=method, recall_target=recall_target) if ranked else (
+      select_lib.select(dist, k, method=method, recall_target=recall_target)[1])
   return jnp.take_along_axis(candidates, pos, axis=1)
 
 
 def golden_subset(database: jax.Array, sq_norms: jax.Array, proxy_db: jax.Array,
                   proxy_sq: jax.Array, x_t: jax.Array, x_proxy: jax.Array, a: jax.Array,
-                  key: jax.Array, *, m: int, k: int, survivors: int, scale: float = 1.0,
+                  key: jax.Array, *, m, k: int, survivors: int, scale: float = 1.0,
                   coarse_chunk: int, fine_chunk: int, method: str = "exact",
-                  recall_target: float = 0.95) -> jax.Array:
-  """S_t [B, k] int32: pre-sample m, keep ``survivors`` by proxy distance, then k by L2."""
+                  recall_target: float = 0.95, ranked: bool = False) -> jax.Array:
+  """S_t [B, k] int32: pre-sample m, keep ``survivors`` by proxy distance, then k by L2.
+
+  ``m`` may be traced (then ``survivors`` ≤ m is the caller's promise); ``ranked`` orders the
+  subset nearest first (`fine_select`).
+  """
   batch = x_t.shape[0]
   n = database.shape[0]
   pool = pool_mask(key, batch, n, m)
-  candidates = coarse_screen(proxy_db, proxy_sq, x_proxy, a, pool, min(survivors, m),
+  keep = min(survivors, m) if isinstance(m, int) else survivors
+  candidates = coarse_screen(proxy_db, proxy_sq, x_proxy, a, pool, keep,
                              scale=scale, chunk=coarse_chunk, method=method,
                              recall_target=recall_target)
   return fine_select(database, sq_norms, x_t, a, candidates, k, chunk=fine_chunk,
-                     method=method, recall_target=recall_target)
+                     method=method, recall_target=recall_target, ranked=ranked)
 
 
 # ---- sharded database (inside `jax.shard_map`; see `golddiff_jax.sharding`) ------------------
@@ -213,9 +242,10 @@ def pool_bits(key: jax.Array, batch: int, num_rows: int, num_valid: int) -> jax.
 
 def golden_subset_shard(database: jax.Array, sq_norms: jax.Array, proxy_db: jax.Array,
                         proxy_sq: jax.Array, x_t: jax.Array, x_proxy: jax.Array, a: jax.Array,
-                        bits: jax.Array | None, *, num_valid: int, m: int, k: int,
+                        bits: jax.Array | None, *, num_valid: int, m, k: int,
                         survivors: int, scale: float = 1.0, coarse_chunk: int, fine_chunk: int,
-                        method: str = "exact", recall_target: float = 0.95) -> jax.Array:
+                        method: str = "exact", recall_target: float = 0.95,
+                        ranked: bool = False) -> jax.Array:
   """`golden_subset` on one shard of the rows; every shard returns the same global S_t [B, k].
 
   The pool is the global m smallest of ``bits`` (this shard's columns of `pool_bits`; None when
@@ -230,14 +260,15 @@ def golden_subset_shard(database: jax.Array, sq_norms: jax.Array, proxy_db: jax.
     pool = jnp.broadcast_to(valid, (batch, num_local))
   else:
     pool = select_lib.smallest_mask(bits, m, axis_name=sharding.DATA)
-  keep = min(survivors, m)
+  keep = min(survivors, m) if isinstance(m, int) else survivors
   values, local = coarse_candidates(proxy_db, proxy_sq, x_proxy, a, pool, min(keep, num_local),
                                     scale=scale, chunk=coarse_chunk, method=method,
                                     recall_target=recall_target)
   fine = fine_distances(database, sq_norms, x_t, a, local, chunk=fine_chunk)
   fine = jnp.where(jnp.isfinite(values), fine, jnp.inf)
   _, index, fine = sharding.merge_smallest(values, local + offset, keep, extra=(fine,))
-  if k >= keep:
+  if k >= keep and not ranked:
     return index
-  _, pos = select_lib.select(fine, k, method=method, recall_target=recall_target)
+  pos = ranked_select(fine, k, method=method, recall_target=recall_target) if ranked else (
+      select_lib.select(fine, k, method=method, recall_target=recall_target)[1])
   return jnp.take_along_axis(index, pos, axis=1)

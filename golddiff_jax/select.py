@@ -68,6 +68,8 @@ def sortable_key(scores: jax.Array) -> jax.Array:
 def smallest_mask(keys: jax.Array, k: int, axis_name: str | None = None) -> jax.Array:
   """Boolean mask [..., N] with exactly k True: the k smallest uint32 ``keys`` per row.
 
+  ``k`` is an int or a traced int32 scalar (0 < k ≤ N).
+
   Ties at the k-th value are broken towards lower indices. 32 bisection passes, no sort.
   With ``axis_name`` (inside ``shard_map``), ``keys`` [B, n_local] are this shard's columns of a
   global [B, N] row sharded over that axis: counts are summed across shards and ties go to lower
@@ -75,10 +77,11 @@ def smallest_mask(keys: jax.Array, k: int, axis_name: str | None = None) -> jax.
   """
   shape = keys.shape
   n = shape[-1]
-  if axis_name is None and k >= n:
-    return jnp.ones(shape, bool)
-  if k <= 0:
-    return jnp.zeros(shape, bool)
+  if isinstance(k, int):  # a traced k (e.g. a size padded to a bucket) skips the shortcuts
+    if axis_name is None and k >= n:
+      return jnp.ones(shape, bool)
+    if k <= 0:
+      return jnp.zeros(shape, bool)
   keys = keys.astype(jnp.uint32).reshape(-1, n)
   total = (lambda x: x) if axis_name is None else (lambda x: jax.lax.psum(x, axis_name))
 

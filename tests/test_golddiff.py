@@ -181,3 +181,50 @@ def test_proxy_database_is_average_pooling(setup, monkeypatch):
   expected = images.mean(axis=(2, 4)).reshape(N, 48)
   np.testing.assert_allclose(proxy, expected, atol=1e-6)
   np.testing.assert_allclose(proxy_sq, (expected.astype(np.float64) ** 2).sum(1), rtol=1e-5)
+
+
+def test_size_bucket_equals_per_step_plans(setup):
+  """A run's plans share one subset width K = max k_t (entries past k_t masked): every step's
+  x̂_0 equals the one from its own unpadded plan, on one device and sharded over 8."""
+  stats = setup[0]
+  timesteps = schedules.ddim_timesteps(10)
+  abars = [schedules.alpha_bar(t) for t in timesteps]
+  options = {**golddiff.OPTIONS, **COMMON}
+  plans = golddiff.prepare_run(stats, abars, options, 8)
+  assert {p.size for p in plans} == {24} and plans[0].ranked and plans[0].pool
+  mesh = gd.make_mesh(data=8, batch=1)
+  sharded = gd.shard_stats(stats, mesh)
+  apply_sharded = jax.jit(golddiff.apply_sharded, static_argnums=(4,))
+  ks = set()
+  for t, abar, plan in zip(timesteps, abars, plans):
+    x = _noisy(setup, t)
+    key = jax.random.key(int(t))
+    alone = golddiff.prepare(stats, abar, options, 8)
+    assert alone.size == int(alone.k) == int(plan.k) and not alone.ranked
+    ks.add(int(plan.k))
+    want = np.asarray(_apply(stats, alone, x, key))
+    # At t = 0 the logits are scaled by 1/(2σ²) = 5000: float32 rounding of the distances (which
+    # depends on the GEMM's row count) moves x̂_0 by up to ~1e-3 there.
+    atol = 2e-5 if t > 0 else 5e-3
+    np.testing.assert_allclose(_apply(stats, plan, x, key), want, atol=atol, rtol=0)
+    np.testing.assert_allclose(apply_sharded(sharded, plan, x, key, mesh), want, atol=atol,
+                               rtol=0)
+  assert len(ks) > 3  # the schedule really has several k_t
+
+
+def test_ten_step_run_traces_one_step_function(setup, monkeypatch):
+  """m_t and k_t are traced, so a 10-step run traces (and compiles) the step once, not 10×."""
+  stats = setup[0]
+  latents = setup[2][:3].reshape(3, 8, 8, 3)
+  traces = []
+  original = golddiff.apply
+
+  def counting_apply(*args, **kwargs):
+    traces.append(1)
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(golddiff, "apply", counting_apply)
+  out = gd.sample(stats, latents, method="golddiff", num_steps=10, key=jax.random.key(3),
+                  **{**COMMON, "k_min": 5})  # B = 3 and k_min = 5: shapes unique to this test
+  assert 1 <= len(traces) <= 3, len(traces)
+  assert np.isfinite(out.images).all()

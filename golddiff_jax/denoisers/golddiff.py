@@ -8,8 +8,13 @@ masked per-coordinate exact softmax of PCA-locality (spec §4.3) restricted to i
 
 `prepare_run` (host, once per run) resolves the budgets (`golddiff_jax.budgets`), builds the proxy
 database P(X) and its norms once (shared by every step's plan) and the step's locality mask in the
-form ``mask_impl`` asks for (`pca_locality.build_plan`). `apply` is pure and jit-able; m_t, k_t
-and the chunk sizes are static, so each distinct step compiles once.
+form ``mask_impl`` asks for (`pca_locality.build_plan`). `apply` is pure and jit-able.
+
+Few compiles: m_t and k_t are traced values, not shapes. A run's golden subsets all have the static
+size K = max_t k_t (one bucket): the fine stage ranks its survivors nearest first, entries k_t … K − 1
+are masked, and the aggregation stops after the chunks that hold the first k_t (a loop with a traced
+trip count), so padding costs no masked-product work. Every step that uses the same mask form thus
+shares one compiled function (the mask forms' shapes are padded to one size per form, too).
 
 Options (config names): ``k_min``/``k_max`` (default round(N/20), round(N/10); an explicit
 value above N, or k_min > k_max, raises ValueError rather than being clamped as in the published
@@ -43,7 +48,7 @@ from golddiff_jax.denoisers import pca_locality
 from golddiff_jax.stats import Stats
 
 OPTIONS = {"k_min": None, "k_max": None, "low_res_dim": 16, "mask_threshold": 0.03,
-           "temperature": 1.0, "softmax": "exact", "mask_impl": "auto", "select": "exact",
+           **masks.PUBLISHED, "temperature": 1.0, "softmax": "exact", "mask_impl": "auto", "select": "exact",
            "recall_target": 0.95, "dynamic_m": True, "dynamic_k": True, "static_m": None,
            "static_k": None, "random_retrieval": False, "proxy_repeat_factor": 1,
            "proxy_upsample_mode": "repeat", "chunk_size": None, "subset_chunk_size": None}
@@ -58,13 +63,20 @@ class Plan:
   ``proxy`` is ("pool", r_h, r_w) for f×f average pooling to an r_h×r_w grid, ("identity", s)
   when the proxy is the database itself with distance scale s (f = 1, or the ρ-"repeat"
   ablation with s = ρ), or ("bilinear", s) for the ×s bilinear upsampling ablation.
+  ``m``, ``k`` (int32 scalars) are the step's budgets, traced so that steps share a compile;
+  ``size`` ≥ k is the static golden-subset width of the run, ``pool`` whether a random pool is
+  drawn (some step of the run has m_t < N) and ``ranked`` whether subsets are padded (size > k_t
+  at some step), so that the fine stage must rank them nearest first.
   """
   abar: jax.Array
   locality: pca_locality.Plan
   proxy_db: jax.Array | None      # [N, d_p], shared by every step; None for "identity"
   proxy_sq: jax.Array | None      # [N]
-  m: int = flax.struct.field(pytree_node=False)
-  k: int = flax.struct.field(pytree_node=False)
+  m: jax.Array
+  k: jax.Array
+  size: int = flax.struct.field(pytree_node=False)
+  pool: bool = flax.struct.field(pytree_node=False)
+  ranked: bool = flax.struct.field(pytree_node=False)
   survivors: int = flax.struct.field(pytree_node=False)
   proxy: tuple = flax.struct.field(pytree_node=False)
   select: str = flax.struct.field(pytree_node=False)
@@ -92,6 +104,7 @@ def check_options(options: dict) -> None:
   theta = options["mask_threshold"]
   if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0.0 < theta < 1.0:
     raise ValueError(f"mask_threshold must be in (0, 1) (spec Q-10), got {theta!r}")
+  masks.check_mask_options(options)
   impls = tuple(i for i in pca_locality.MASK_IMPLS if i != "tiled")  # tiled: full scan only
   if options["mask_impl"] not in impls:
     raise ValueError(f"mask_impl must be one of {impls}, got {options['mask_impl']!r} "
@@ -204,13 +217,16 @@ def prepare_run(stats: Stats, abars, options: dict, batch: int) -> list[Plan]:
   local_options = {"mask_impl": options["mask_impl"], "softmax": "exact", "wssm_chunk": 1,
                    "temperature": options["temperature"],
                    "chunk_size": options["subset_chunk_size"]}
+  size = max(k for _, k in sizes)
+  pool = any(m < n for m, _ in sizes)
+  ranked = any(k < size for _, k in sizes)
   plans = []
   for abar, (m, k) in zip(abars, sizes):
-    mask = masks.locality_mask(stats.eigvals, stats.eigvecs, abar,
-                               float(options["mask_threshold"]))
+    mask = masks.mask_for(stats, abar, options)
     locality = pca_locality.build_plan(mask, abar, local_options, batch)
     plans.append(Plan(abar=jnp.float32(abar), locality=locality, proxy_db=proxy_db,
-                      proxy_sq=proxy_sq, m=m, k=k, survivors=bounds.k_max, proxy=kind,
+                      proxy_sq=proxy_sq, m=jnp.int32(m), k=jnp.int32(k), size=size, pool=pool,
+                      ranked=ranked, survivors=bounds.k_max, proxy=kind,
                       select=options["select"], recall_target=float(options["recall_target"]),
                       random_retrieval=random_only, coarse_chunk=coarse,
                       fine_chunk=int(fine)))
@@ -228,17 +244,25 @@ def _proxy_inputs(stats: Stats, plan: Plan, x_t: jax.Array) -> tuple:
   return plan.proxy_db, plan.proxy_sq, proxy_transform(x_t, stats.image_shape, plan.proxy), 1.0
 
 
+def _pool_size(plan: Plan, n: int):
+  """m_t as `retrieval` takes it: traced when a pool is drawn, the static N when none is."""
+  return plan.m if plan.pool else n
+
+
 def golden_subset(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array) -> jax.Array:
-  """S_t [B, k_t] int32: the golden subset of every sample (spec §5.2 steps 5–8)."""
+  """S_t [B, size] int32: the golden subset of every sample (spec §5.2 steps 5–8); only the
+  first ``plan.k`` entries of a row count when ``plan.size`` > k_t (they are the k_t nearest)."""
   batch = x_t.shape[0]
   if plan.random_retrieval:
-    return retrieval.random_subset(key, batch, stats.num_images, plan.k)
+    k = plan.k if plan.ranked else plan.size
+    return retrieval.random_subset(key, batch, stats.num_images, k, plan.size)
   a = jnp.sqrt(plan.abar)
   proxy_db, proxy_sq, x_proxy, scale = _proxy_inputs(stats, plan, x_t)
   return retrieval.golden_subset(
-      stats.database, stats.sq_norms, proxy_db, proxy_sq, x_t, x_proxy, a, key, m=plan.m,
-      k=plan.k, survivors=plan.survivors, scale=float(scale), coarse_chunk=plan.coarse_chunk,
-      fine_chunk=plan.fine_chunk, method=plan.select, recall_target=plan.recall_target)
+      stats.database, stats.sq_norms, proxy_db, proxy_sq, x_t, x_proxy, a, key,
+      m=_pool_size(plan, stats.num_images), k=plan.size, survivors=plan.survivors,
+      scale=float(scale), coarse_chunk=plan.coarse_chunk, fine_chunk=plan.fine_chunk,
+      method=plan.select, recall_target=plan.recall_target, ranked=plan.ranked)
 
 
 def _fold_rows(state: softmax.SoftmaxState, rows: jax.Array, valid: jax.Array, x_t: jax.Array,
@@ -253,34 +277,47 @@ def _per_sample_weighted(p: jax.Array, rows: jax.Array) -> jax.Array:
   return jnp.sum(p * rows, axis=1)
 
 
+def _chunk_trips(count, chunk: int, num_chunks: int):
+  """Chunks needed to cover the first ``count`` subset entries (traced), or all of them."""
+  if count is None:
+    return num_chunks
+  return jnp.clip((count + chunk - 1) // chunk, 0, num_chunks)
+
+
 def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array,
-              locality: pca_locality.Plan) -> softmax.SoftmaxState:
-  """Masked per-coordinate exact softmax over each sample's own candidates ``subset`` [B, k].
+              locality: pca_locality.Plan, count: jax.Array | None = None
+              ) -> softmax.SoftmaxState:
+  """Masked per-coordinate exact softmax over each sample's own candidates ``subset`` [B, K].
 
-  Streams the subset in chunks of ``locality.chunk_size``; returns the state with arrays
-  [B, D] (`softmax.finalize` gives x̂_0). The order of the subset does not matter.
+  Only the first ``count`` entries of each row count (traced int32; None: all K); the chunks
+  past them are not computed. Streams the subset in chunks of ``locality.chunk_size``; returns
+  the state with arrays [B, D] (`softmax.finalize` gives x̂_0). The order of the counted entries
+  does not matter.
   """
-  batch, k = subset.shape
-  chunk, starts = retrieval.chunk_layout(k, locality.chunk_size)
+  batch, size = subset.shape
+  chunk, starts = retrieval.chunk_layout(size, locality.chunk_size)
+  starts = jnp.asarray(starts)
+  limit = size if count is None else count
 
-  def body(state, inputs):
-    step, start = inputs
+  def body(step, state):
+    start = starts[step]
     index = jax.lax.dynamic_slice_in_dim(subset, start, chunk, axis=1)
     rows = jnp.take(database, index, axis=0)  # [B, c, D]
-    fresh = jnp.broadcast_to(retrieval.fresh_rows(start, step, chunk), (batch, chunk))
-    return _fold_rows(state, rows, fresh, x_t, locality), None
+    position = start + jnp.arange(chunk)
+    valid = retrieval.fresh_rows(start, step, chunk) & (position < limit)
+    return _fold_rows(state, rows, jnp.broadcast_to(valid, (batch, chunk)), x_t, locality)
 
-  steps = jnp.arange(len(starts), dtype=jnp.int32)
-  state, _ = jax.lax.scan(body, softmax.init(batch, database.shape[1], database.shape[1]),
-                          (steps, jnp.asarray(starts)))
-  return state
+  init = softmax.init(batch, database.shape[1], database.shape[1])
+  return jax.lax.fori_loop(0, _chunk_trips(count, chunk, starts.shape[0]), body, init)
 
 
 def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array,
-                    locality: pca_locality.Plan, offset: jax.Array) -> softmax.SoftmaxState:
+                    locality: pca_locality.Plan, offset: jax.Array,
+                    count: jax.Array | None = None) -> softmax.SoftmaxState:
   """`aggregate` inside ``shard_map`` with the rows sharded over ``data``.
 
-  The subset [B, k] (global indices, the same on every shard) is walked in blocks of c·S
+  The subset [B, K] (global indices, the same on every shard; only the first ``count`` count)
+  is walked in blocks of c·S
   entries; each shard contributes the rows it holds (zeros elsewhere) and a reduce-scatter
   (``psum_scatter``) hands every shard c complete rows of the block, so the masked softmax work
   is split S ways. The per-shard states merge with ``pmax``/``psum``.
@@ -289,10 +326,13 @@ def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array,
   batch, k = subset.shape
   shards = jax.lax.psum(1, sharding.DATA)
   chunk, total = sharding.chunk_for(k, locality.chunk_size, shards)
+  if count is not None:
+    subset = jnp.where(jnp.arange(k) < count, subset, -1)
   padded = jnp.pad(subset, ((0, 0), (0, total - k)), constant_values=-1)
   me = jax.lax.axis_index(sharding.DATA)
 
-  def body(state, start):
+  def body(step, state):
+    start = step * (chunk * shards)
     index = jax.lax.dynamic_slice_in_dim(padded, start, chunk * shards, axis=1)
     local = index - offset
     held = (index >= 0) & (local >= 0) & (local < num_local)
@@ -300,10 +340,10 @@ def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array,
     rows = jnp.where(held[:, :, None], rows, 0.0)
     rows = jax.lax.psum_scatter(rows, sharding.DATA, scatter_dimension=1, tiled=True)
     mine = jax.lax.dynamic_slice_in_dim(index, me * chunk, chunk, axis=1) >= 0
-    return _fold_rows(state, rows, mine, x_t, locality), None
+    return _fold_rows(state, rows, mine, x_t, locality)
 
-  starts = jnp.arange(0, total, chunk * shards, dtype=jnp.int32)
-  state, _ = jax.lax.scan(body, softmax.init(batch, dim, dim), starts)
+  trips = _chunk_trips(count, chunk * shards, total // (chunk * shards))
+  state = jax.lax.fori_loop(0, trips, body, softmax.init(batch, dim, dim))
   return sharding.combine_softmax(state)
 
 
@@ -311,7 +351,8 @@ def apply(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None = None
   """x_t [B, D] → x̂_0 [B, D]. ``key`` drives the pre-sampling (None: ``jax.random.key(0)``)."""
   key = jax.random.key(0) if key is None else key
   subset = golden_subset(stats, plan, x_t, key)
-  return softmax.finalize(aggregate(stats.database, subset, x_t, plan.locality))
+  count = plan.k if plan.ranked else None
+  return softmax.finalize(aggregate(stats.database, subset, x_t, plan.locality, count))
 
 
 def plan_specs(plan: Plan):
@@ -333,8 +374,9 @@ def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | Non
   n = stats.num_images
   bits = subset = None
   if plan.random_retrieval:
-    subset = retrieval.random_subset(key, batch, n, plan.k)
-  elif plan.m < n:
+    subset = retrieval.random_subset(key, batch, n, plan.k if plan.ranked else plan.size,
+                                     plan.size)
+  elif plan.pool:
     bits = retrieval.pool_bits(key, batch, stats.database.shape[0], n)
     bits = sharding.constrain(bits, mesh, bits_spec)
 
@@ -345,10 +387,12 @@ def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | Non
       proxy_db, proxy_sq, x_proxy, scale = _proxy_inputs(stats, plan, x_t)
       subset = retrieval.golden_subset_shard(
           stats.database, stats.sq_norms, proxy_db, proxy_sq, x_t, x_proxy, a, bits,
-          num_valid=n, m=plan.m, k=plan.k, survivors=plan.survivors, scale=float(scale),
+          num_valid=n, m=plan.m, k=plan.size, survivors=plan.survivors, scale=float(scale),
           coarse_chunk=plan.coarse_chunk, fine_chunk=plan.fine_chunk, method=plan.select,
-          recall_target=plan.recall_target)
-    return softmax.finalize(aggregate_shard(stats.database, subset, x_t, plan.locality, offset))
+          recall_target=plan.recall_target, ranked=plan.ranked)
+    count = plan.k if plan.ranked else None
+    return softmax.finalize(aggregate_shard(stats.database, subset, x_t, plan.locality, offset,
+                                            count))
 
   return jax.shard_map(
       body, mesh=mesh,
