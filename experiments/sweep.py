@@ -6,14 +6,18 @@ A study file defines ``BASE_CONFIG`` (a config path, optionally ``path:arg``, re
 repository root) and ``get_sweep()`` returning a list of override dicts: ``{"name": ...,
 "golden.dynamic_m": False, ...}`` (``name`` optional: it defaults to the overrides). It may define
 ``REFERENCE``, the name of the run the others are compared with (MSE and r² of the final images,
-spec §8.4), and ``get_sweep`` may take the ``--sweep_arg`` string.
+spec §8.4), and ``get_sweep`` may take the ``--sweep_arg`` string. A study of another kind of run
+defines ``run(config, workdir)`` (it must write ``config.json`` and, last, ``metrics.json``);
+the default is `golddiff_jax.run.run` (e.g. experiments/sweeps/sparsity_screen.py).
 
 Each run goes to ``DIR/<name>`` through `golddiff_jax.run.run`, in this process (compiled steps
 and the TFDS import are shared; the fitted statistics are cached once in ``DIR/stats``). A run
-whose ``metrics.json`` exists and whose ``config.json`` equals its config is skipped, so an
-interrupted sweep resumes where it stopped. The results of all runs are collected into
-``DIR/results.csv`` and ``DIR/results.md``. ``--set=field=value`` (repeatable, JSON values)
-applies to every run. Exit status 2 if any run failed.
+whose ``config.json`` equals its config and whose ``metrics.json`` was written after it for
+that config (its ``config_fingerprint``) is skipped, so an interrupted sweep resumes where it
+stopped. The results of all runs are collected into ``DIR/results.csv`` and ``DIR/results.md``
+(also when the sweep is interrupted with Ctrl-C, which exits with status 130 and no traceback).
+``--set=field=value`` (repeatable, JSON values) applies to every run. Exit status 2 if any run
+failed.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # the configs package lives at the repository root
 
-from golddiff_jax import outputs, run as run_lib  # pylint: disable=g-import-not-at-top
+# pylint: disable-next=g-import-not-at-top
+from golddiff_jax import outputs, run as run_lib, run_config
 
 COLUMNS = ("name", "status", "overrides", "method", "num_images", "step_seconds_median",
            "compile_seconds_total", "sampling_seconds", "peak_memory_bytes", "mse_vs_ref",
@@ -88,11 +93,19 @@ def compare(images: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
 
 
 def _finished(run_dir: str, config) -> bool:
+  """Whether ``run_dir`` holds a finished run of ``config``: its config.json equals ``config``
+  and its metrics.json was written after it, for this config (its ``config_fingerprint``, when
+  the runner records one), so an interrupted rerun beside an older run's metrics is not."""
   try:
-    with open(os.path.join(run_dir, "config.json")) as f:
+    config_path, metrics_path = (os.path.join(run_dir, n) for n in ("config.json", "metrics.json"))
+    with open(config_path) as f:
       saved = json.load(f)
-    return (os.path.exists(os.path.join(run_dir, "metrics.json"))
-            and saved == json.loads(json.dumps(outputs.jsonable(config.to_dict()))))
+    with open(metrics_path) as f:
+      metrics = json.load(f)
+    fingerprint = run_config.fingerprint(config)
+    return (saved == json.loads(json.dumps(outputs.jsonable(config.to_dict())))
+            and metrics.get("config_fingerprint", fingerprint) == fingerprint
+            and os.path.getmtime(metrics_path) >= os.path.getmtime(config_path))
   except (OSError, ValueError):
     return False
 
@@ -120,41 +133,62 @@ def run_sweep(study_path: str, workdir: str, *, sweep_arg: str | None = None,
   names = [run_name(o) for o in runs]
   if len(set(names)) != len(names):
     raise ValueError(f"run names must be unique, got {names}")
-  common = {"stats.cache_dir": os.path.join(os.path.abspath(workdir), "stats"), **(common or {})}
+  cache = {"stats.cache_dir": os.path.join(os.path.abspath(workdir), "stats")} if (
+      "stats" in base) else {}
+  common = {**cache, **(common or {})}
+  runner = getattr(study, "run", run_lib.run)
+  configs = [apply_overrides(base, {**common, **{k: v for k, v in o.items() if k != "name"}})
+             for o in runs]  # every override is checked before the first run starts
   rows = []
-  for name, overrides in zip(names, runs):
-    run_dir = os.path.join(workdir, name)
-    config = apply_overrides(base, {**common,
-                                    **{k: v for k, v in overrides.items() if k != "name"}})
-    if _finished(run_dir, config):
-      logging.info("sweep: %s finished earlier, skipping", name)
-      rows.append(_row(name, overrides, run_dir, "done (resumed)"))
-      continue
-    logging.info("sweep: running %s", name)
-    try:
-      run_lib.run(config, run_dir)
-      rows.append(_row(name, overrides, run_dir, "done"))
-    except ValueError as e:
-      logging.error("sweep: %s failed: %s", name, e)
-      rows.append(_row(name, overrides, run_dir, f"failed: {' '.join(str(e).split())}"))
-  _compare(rows, workdir, getattr(study, "REFERENCE", None))
-  _write_tables(rows, workdir)
+  try:
+    for name, overrides, config in zip(names, runs, configs):
+      run_dir = os.path.join(workdir, name)
+      if _finished(run_dir, config):
+        logging.info("sweep: %s finished earlier, skipping", name)
+        rows.append(_row(name, overrides, run_dir, "done (resumed)"))
+        continue
+      logging.info("sweep: running %s", name)
+      try:
+        runner(config, run_dir)
+        rows.append(_row(name, overrides, run_dir, "done"))
+      except ValueError as e:
+        logging.error("sweep: %s failed: %s", name, e)
+        rows.append(_row(name, overrides, run_dir, f"failed: {' '.join(str(e).split())}"))
+  except KeyboardInterrupt:  # the tables still show what finished; a rerun resumes
+    rows += [{"name": n, "status": "interrupted"} for n in names[len(rows):]]
+    raise
+  finally:
+    _compare(rows, workdir, getattr(study, "REFERENCE", None))
+    _write_tables(rows, workdir)
   return rows
 
 
 def _compare(rows, workdir, reference):
-  if reference is None:
+  """Fills mse_vs_ref / r2_vs_ref of the finished rows; a run whose samples are missing or of
+  another shape than the reference's is left blank (with a warning), never an error."""
+  if reference is None or not any(r["name"] == reference and r["status"].startswith("done")
+                                  for r in rows):
     return
   def final(name):
     with np.load(os.path.join(workdir, name, "samples.npz")) as f:
       return f["images"]
   try:
     ref = final(reference)
-  except (OSError, KeyError):
+  except (OSError, KeyError, ValueError):
     return
   for row in rows:
-    if row["status"].startswith("done"):
-      row["mse_vs_ref"], row["r2_vs_ref"] = compare(final(row["name"]), ref)
+    if not row["status"].startswith("done"):
+      continue
+    try:
+      images = final(row["name"])
+    except (OSError, KeyError, ValueError) as e:
+      logging.warning("sweep: %s: no samples to compare (%s)", row["name"], e)
+      continue
+    if images.shape != ref.shape:
+      logging.warning("sweep: %s: samples %s differ in shape from the reference's %s; not "
+                      "compared", row["name"], images.shape, ref.shape)
+      continue
+    row["mse_vs_ref"], row["r2_vs_ref"] = compare(images, ref)
 
 
 def _fmt(value) -> str:
@@ -203,6 +237,10 @@ def main(argv):
   except ValueError as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     sys.exit(2)
+  except KeyboardInterrupt:
+    print(f"\ninterrupted: the finished runs are in {workdir}/results.md; rerun the same "
+          f"command to resume", file=sys.stderr)
+    sys.exit(130)
   with open(os.path.join(workdir, "results.md")) as f:
     print(f.read())
   sys.exit(2 if any(r["status"].startswith("failed") for r in rows) else 0)

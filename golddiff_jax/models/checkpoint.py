@@ -48,7 +48,11 @@ def make_meta(arch: dict, image_shape, step: int) -> dict:
 
 
 def normalize_arch(arch: dict) -> dict:
-  """The `UNet` constructor fields as plain JSON-able Python values (ch_mult as a tuple)."""
+  """The `UNet` constructor fields as plain JSON-able Python values (ch_mult as a tuple); an
+  arch with ``kind == "mlp"`` is the `golddiff_jax.models.mlp.MLP` fields."""
+  if arch.get("kind") == "mlp":
+    from golddiff_jax.models import mlp  # pylint: disable=g-import-not-at-top
+    return mlp.normalize_arch(arch)
   return {"ch": int(arch["ch"]), "ch_mult": tuple(int(m) for m in arch["ch_mult"]),
           "num_res_blocks": int(arch["num_res_blocks"]), "dropout": float(arch["dropout"]),
           "num_groups": int(arch["num_groups"])}

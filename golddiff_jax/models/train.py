@@ -13,6 +13,19 @@ Data: the images are loaded once (`golddiff_jax.data.load_images`); the batch of
 of epoch ⌊s/E⌋'s permutation (NumPy Generator seeded with ``[seed, epoch]``), so the order is a
 function of the step and a resumed run sees exactly the batches an uninterrupted one would.
 
+Models: ``config.model.kind == "mlp"`` trains the vector ε-model `golddiff_jax.models.mlp.MLP`
+(data given as [N, d, 1, 1]); otherwise the U-Net. ``train.optimizer`` is ``adamw`` (default) or
+``sgd``; ``train.lr_decay`` ``constant`` (default) or ``cosine`` (to 0 at ``num_steps``), both
+after the warm-up.
+
+Sparsity regularisation (optional ``reg`` section, `golddiff_jax.sparsity.penalties.Reg`):
+``reg.target`` ∈ {none, weights, score, eps, x0}, ``reg.r`` ≥ 0, ``reg.t_weight``, ``reg.group``,
+``reg.exclude``. Output penalties are added inside the jitted loss (the log then has ``dsm`` and
+``penalty`` apart); the weight penalty is a proximal step chained after the optimiser, masked to
+kernels (exact ISTA with ``sgd``, a heuristic after Adam; ``train_summary.json`` says which, and
+the fraction of exactly-zero kernel entries). With r = 0 (or target none) the step is exactly
+the plain DSM step.
+
 The workdir gets ``config.json``, ``checkpoints/`` (see `checkpoint`), ``train_metrics.jsonl`` (one
 line per log step: step, loss = mean over the steps since the previous line, grad_norm, lr,
 steps_per_sec) and ``train_summary.json``. Rerunning on a workdir with checkpoints resumes from the
@@ -21,6 +34,7 @@ latest one.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -37,8 +51,9 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from golddiff_jax import outputs, schedules, sharding
-from golddiff_jax.models import checkpoint as ckpt
+from golddiff_jax.models import checkpoint as ckpt, mlp
 from golddiff_jax.models.unet import UNet, check_arch
+from golddiff_jax.sparsity import penalties
 from golddiff_jax.run import ensure_workdir
 
 log = logging.getLogger("golddiff_jax.models.train")
@@ -58,6 +73,18 @@ def arch_of(config) -> dict:
   return ckpt.normalize_arch(config.model.to_dict())
 
 
+def build_model(arch: dict):
+  """The network an ``arch`` (see `arch_of`) describes: the MLP or the U-Net."""
+  if arch.get("kind") == mlp.KIND:
+    return mlp.MLP(**{k: v for k, v in arch.items() if k != "kind"})
+  return UNet(**arch)
+
+
+def reg_of(config) -> penalties.Reg:
+  """The config's ``reg`` section (absent: no regularisation); ValueError for bad values."""
+  return penalties.Reg.from_config(config.get("reg") if hasattr(config, "get") else None)
+
+
 def make_mesh(num_devices: int = -1) -> jax.sharding.Mesh:
   """The training mesh: ``num_devices`` devices (-1: all) on the ``data`` axis, which shards the
   batch (`golddiff_jax.sharding.make_mesh`; Auto axes, so the compiler propagates the batch
@@ -71,7 +98,19 @@ def make_mesh(num_devices: int = -1) -> jax.sharding.Mesh:
 def check_config(config, num_devices: int) -> None:
   """Raises ValueError for settings that cannot train (checked before any work)."""
   t = config.train
-  check_arch(config.model.to_dict())
+  model = config.model.to_dict()
+  if model.get("kind") == mlp.KIND:
+    mlp.check_arch(model)
+  else:
+    check_arch(model)
+  reg = reg_of(config)
+  if reg.group != "none" and model.get("kind") != mlp.KIND:
+    raise ValueError(f"reg.group={reg.group!r} needs a model whose first layer is dense (the "
+                     f"MLP, model.kind='mlp'); this model starts with a convolution")
+  if t.get("optimizer", "adamw") not in OPTIMIZERS:
+    raise ValueError(f"train.optimizer must be one of {list(OPTIMIZERS)}, got {t.optimizer!r}")
+  if t.get("lr_decay", "constant") not in LR_DECAYS:
+    raise ValueError(f"train.lr_decay must be one of {list(LR_DECAYS)}, got {t.lr_decay!r}")
   for name in ("batch_size", "num_steps", "log_every", "checkpoint_every", "keep_checkpoints"):
     if int(t[name]) < 1:
       raise ValueError(f"train.{name} must be >= 1, got {t[name]}")
@@ -85,14 +124,36 @@ def check_config(config, num_devices: int) -> None:
     raise ValueError(f"train.ema_decay must be in [0, 1), got {t.ema_decay}")
 
 
-def make_optimizer(t) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """clip_by_global_norm → AdamW, learning rate 0 → ``learning_rate`` over ``warmup_steps``."""
-  schedule = optax.join_schedules(
-      [optax.linear_schedule(0.0, t.learning_rate, max(int(t.warmup_steps), 1)),
-       optax.constant_schedule(t.learning_rate)], [max(int(t.warmup_steps), 1)])
-  tx = optax.chain(optax.clip_by_global_norm(t.grad_clip),
-                   optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay))
-  return tx, schedule
+OPTIMIZERS = ("adamw", "sgd")
+LR_DECAYS = ("constant", "cosine")
+
+
+def make_optimizer(t, reg: penalties.Reg | None = None
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """clip_by_global_norm → AdamW (or SGD), learning rate 0 → ``learning_rate`` over
+  ``warmup_steps``, then constant (or cosine to 0 at ``num_steps``); then, for
+  ``reg.target == 'weights'``, the masked proximal step with threshold lr(n)·r."""
+  warm = max(int(t.warmup_steps), 1)
+  after = (optax.cosine_decay_schedule(t.learning_rate, max(int(t.num_steps) - warm, 1))
+           if getattr(t, "lr_decay", "constant") == "cosine"
+           else optax.constant_schedule(t.learning_rate))
+  schedule = optax.join_schedules([optax.linear_schedule(0.0, t.learning_rate, warm), after],
+                                  [warm])
+  base = (optax.sgd(schedule) if getattr(t, "optimizer", "adamw") == "sgd"
+          else optax.adamw(schedule, b1=t.b1, b2=t.b2, weight_decay=t.weight_decay))
+  parts = [optax.clip_by_global_norm(t.grad_clip), base]
+  prox = penalties.weight_prox(reg or penalties.Reg(), schedule)
+  if prox is not None:
+    parts.append(prox)
+  return optax.chain(*parts), schedule
+
+
+def prox_kind(t, reg: penalties.Reg) -> str:
+  """How the weight penalty was applied: ``ista`` (SGD, exact proximal gradient),
+  ``adam_heuristic`` (prox after Adam's update) or ``none``."""
+  if reg.target != "weights" or not reg.r > 0:
+    return "none"
+  return "ista" if getattr(t, "optimizer", "adamw") == "sgd" else "adam_heuristic"
 
 
 def init_state(model: UNet, tx: optax.GradientTransformation, image_shape, key) -> TrainState:
@@ -102,10 +163,16 @@ def init_state(model: UNet, tx: optax.GradientTransformation, image_shape, key) 
                     ema_params=jax.tree.map(jnp.copy, params), opt_state=tx.init(params))
 
 
-def make_train_step(model: UNet, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    ema_decay: float):
-  """The pure step ``(state, batch [B,H,W,C], key) -> (state, metrics)`` (not jitted)."""
+def make_train_step(model, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                    ema_decay: float, reg: penalties.Reg | None = None):
+  """The pure step ``(state, batch [B,H,W,C], key) -> (state, metrics)`` (not jitted).
+
+  With an active output penalty (``reg``) the loss is DSM + r·P_t and the metrics add ``dsm``
+  and ``penalty``; otherwise the loss is the plain DSM term.
+  """
   abars = jnp.asarray(schedules.alphas_cumprod())
+  reg = reg or penalties.Reg()
+  output_reg = reg.active and reg.target in penalties.OUTPUT_TARGETS
 
   def loss_fn(params, x0, key):
     k_t, k_eps, k_drop = jax.random.split(key, 3)
@@ -114,18 +181,23 @@ def make_train_step(model: UNet, tx: optax.GradientTransformation, schedule: opt
     abar = abars[t][:, None, None, None]
     x_t = jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * eps
     eps_hat = model.apply({"params": params}, x_t, t, train=True, rngs={"dropout": k_drop})
-    return jnp.mean(jnp.square(eps_hat - eps))
+    dsm = jnp.mean(jnp.square(eps_hat - eps))
+    if not output_reg:
+      return dsm, {}
+    penalty = penalties.output_penalty(reg.target, eps_hat, x_t, abar, t_weight=reg.t_weight)
+    return dsm + reg.r * penalty, {"dsm": dsm, "penalty": penalty}
 
   def step(state: TrainState, batch: jax.Array, key: jax.Array):
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch,
-                                              jax.random.fold_in(key, state.step))
+    (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, batch, jax.random.fold_in(key, state.step))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # EMA with a warm-up, min(decay, (1+n)/(10+n)), so early averages are not dominated by init.
     n = state.step.astype(jnp.float32)
     decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
     ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step),
+               **parts}
     return TrainState(state.step + 1, params, ema, opt_state), metrics
 
   return step
@@ -141,9 +213,19 @@ def jit_train_step(step_fn, mesh: jax.sharding.Mesh):
 _HYPER = ("learning_rate", "warmup_steps", "b1", "b2", "weight_decay", "grad_clip", "ema_decay")
 
 
-def hyperparameters(t) -> tuple:
-  """The ``train`` fields that shape the compiled step, as a hashable tuple."""
-  return tuple(float(t[name]) for name in _HYPER)
+def hyperparameters(t, reg: penalties.Reg | None = None) -> tuple:
+  """The ``train`` fields (and the ``reg`` settings) that shape the compiled step, hashable."""
+  cosine = t.get("lr_decay", "constant") == "cosine"
+  return (tuple(float(t[name]) for name in _HYPER)
+          + (str(t.get("optimizer", "adamw")), str(t.get("lr_decay", "constant")),
+             int(t.num_steps) if cosine else 0, reg or penalties.Reg()))
+
+
+def _setup(hyper: tuple) -> tuple[types.SimpleNamespace, penalties.Reg]:
+  """`hyperparameters`' tuple back as a ``train``-like namespace and the ``Reg``."""
+  t = types.SimpleNamespace(**dict(zip(_HYPER, hyper)))
+  t.optimizer, t.lr_decay, t.num_steps = hyper[len(_HYPER):len(_HYPER) + 3]
+  return t, hyper[-1]
 
 
 def _key_struct(sharding) -> jax.ShapeDtypeStruct:
@@ -153,7 +235,7 @@ def _key_struct(sharding) -> jax.ShapeDtypeStruct:
 
 def abstract_state(model: UNet, hyper: tuple, image_shape: tuple, mesh) -> TrainState:
   """The state's shapes and dtypes, replicated on ``mesh`` (a restore target; nothing runs)."""
-  tx, _ = make_optimizer(types.SimpleNamespace(**dict(zip(_HYPER, hyper))))
+  tx, _ = make_optimizer(*_setup(hyper))
   shapes = jax.eval_shape(functools.partial(init_state, model, tx, image_shape),
                           jax.random.key(0))
   return ckpt.abstract(shapes, NamedSharding(mesh, P()))
@@ -166,7 +248,7 @@ def compiled_init(model: UNet, hyper: tuple, image_shape: tuple, mesh):
   It runs once per training, so it is compiled without LLVM optimisation: XLA:CPU spends
   half a minute optimising the unrolled threefry of every parameter's initialiser otherwise.
   """
-  tx, _ = make_optimizer(types.SimpleNamespace(**dict(zip(_HYPER, hyper))))
+  tx, _ = make_optimizer(*_setup(hyper))
   replicated = NamedSharding(mesh, P())
   fn = jax.jit(functools.partial(init_state, model, tx, image_shape), out_shardings=replicated)
   return fn.lower(_key_struct(replicated)).compile(
@@ -177,13 +259,30 @@ def compiled_init(model: UNet, hyper: tuple, image_shape: tuple, mesh):
 def compiled_step(model: UNet, hyper: tuple, image_shape: tuple, batch_size: int, mesh):
   """The jitted train step compiled for one setting, cached per process (a notebook or test
   that trains twice compiles once). Arguments: state, batch and key with the step's shardings."""
-  t = types.SimpleNamespace(**dict(zip(_HYPER, hyper)))
-  tx, schedule = make_optimizer(t)
+  t, reg = _setup(hyper)
+  tx, schedule = make_optimizer(t, reg)
   batch = jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32,
                                sharding=NamedSharding(mesh, P("data")))
-  step = jit_train_step(make_train_step(model, tx, schedule, t.ema_decay), mesh)
+  step = jit_train_step(make_train_step(model, tx, schedule, t.ema_decay, reg), mesh)
   return step.lower(abstract_state(model, hyper, image_shape, mesh), batch,
                     _key_struct(NamedSharding(mesh, P()))).compile()
+
+
+def restore_params(config, workdir: str, image_shape: tuple, item: str = "ema_params") -> Any:
+  """``item`` (``params`` or ``ema_params``) of the latest checkpoint in ``workdir``, on the
+  config's mesh (replicated). ValueError when there is no checkpoint or it does not fit."""
+  mesh = make_mesh(config.mesh.data)
+  manager, step, meta = ckpt.latest(workdir)
+  try:
+    arch = arch_of(config)
+    if meta["arch"] != arch or meta["image_shape"] != tuple(image_shape):
+      raise ValueError(f"checkpoint in {workdir!r} is {meta['arch']} on {meta['image_shape']}, "
+                       f"not {arch} on {tuple(image_shape)}")
+    like = abstract_state(build_model(arch), hyperparameters(config.train, reg_of(config)),
+                          tuple(image_shape), mesh)
+    return ckpt.restore(manager, step, {item: getattr(like, item)})[item]
+  finally:
+    manager.close()
 
 
 def batch_indices(num_images: int, batch_size: int, step: int, seed: int) -> np.ndarray:
@@ -224,7 +323,7 @@ def _trim_metrics(path: str, step: int) -> None:
 
 
 def train(config, workdir: str, *, images: np.ndarray | None = None) -> dict:
-  """Trains (or resumes) the reference U-Net in ``workdir``; returns the final metrics.
+  """Trains (or resumes) the configured network in ``workdir``; returns the final metrics.
 
   ``images`` [N, H, W, C] in [−1, 1] replaces loading ``config.data`` (tests, notebooks).
   Raises ValueError for a bad config, a workdir that cannot be written, or data or checkpoints
@@ -242,9 +341,11 @@ def train(config, workdir: str, *, images: np.ndarray | None = None) -> dict:
     raise ValueError("training images contain NaN or Inf")
   image_shape = tuple(int(s) for s in images.shape[1:])
   arch = arch_of(config)
-  check_arch(arch, image_shape)
+  if arch.get("kind") != mlp.KIND:
+    check_arch(arch, image_shape)
+  reg = reg_of(config)
 
-  model, hyper = UNet(**arch), hyperparameters(t)
+  model, hyper = build_model(arch), hyperparameters(t, reg)
   replicated = NamedSharding(mesh, P())
   init_key, train_key = (jax.device_put(k, replicated)
                          for k in jax.random.split(jax.random.key(config.seed)))
@@ -278,8 +379,9 @@ def train(config, workdir: str, *, images: np.ndarray | None = None) -> dict:
   compiled = compiled_step(model, hyper, image_shape, int(t.batch_size), mesh)
   setup_seconds = time.perf_counter() - begin
   num_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(state.params))
-  log.info("U-Net %s: %d parameters; state ready and step compiled in %.1f s; %d devices", arch,
-           num_params, setup_seconds, mesh.size)
+  log.info("%s %s: %d parameters; state ready and step compiled in %.1f s; %d devices",
+           type(model).__name__, arch, num_params, setup_seconds, mesh.size)
+  log_keys = ("dsm", "penalty") if reg.active and reg.target in penalties.OUTPUT_TARGETS else ()
 
   batch_sharding = NamedSharding(mesh, P("data"))
   pending, last = [], {}
@@ -295,7 +397,8 @@ def train(config, workdir: str, *, images: np.ndarray | None = None) -> dict:
       now = time.perf_counter()
       last = {"step": done, "loss": float(np.mean([m["loss"] for m in fetched])),
               "grad_norm": float(fetched[-1]["grad_norm"]), "lr": float(fetched[-1]["lr"]),
-              "steps_per_sec": len(fetched) / (now - window_start)}
+              "steps_per_sec": len(fetched) / (now - window_start),
+              **{k: float(np.mean([m[k] for m in fetched])) for k in log_keys}}
       pending, window_start = [], now
       log.info("step %d: loss %.5f, grad_norm %.3f, lr %.2e, %.2f steps/s", done, last["loss"],
                last["grad_norm"], last["lr"], last["steps_per_sec"])
@@ -313,6 +416,12 @@ def train(config, workdir: str, *, images: np.ndarray | None = None) -> dict:
              "train_seconds": seconds, "mean_steps_per_sec": trained / seconds,
              "setup_seconds": setup_seconds, "num_params": num_params,
              "num_devices": mesh.size, "image_shape": list(image_shape)}
+  if reg.target != "none":
+    summary.update({"reg": dataclasses.asdict(reg), "prox": prox_kind(t, reg),
+                    "kernel_zero_fraction": float(penalties.zero_fraction(state.params,
+                                                                          reg.exclude)),
+                    "ema_kernel_zero_fraction": float(penalties.zero_fraction(
+                        state.ema_params, reg.exclude))})
   if jax.process_index() == 0:
     outputs.write_json(os.path.join(workdir, "train_summary.json"), summary)
   return summary

@@ -1,0 +1,460 @@
+"""The sparsity track (golddiff_jax.sparsity, models/mlp, the reg switch of models/train):
+proximal steps and penalties against closed forms, 1-D population minimisers, r = 0 identity,
+samplers against float64 NumPy, metrics against naive references, toy data, configs, bad input,
+and one smoke run of the whole train + evaluate pipeline."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from golddiff_jax import schedules
+from golddiff_jax.models import mlp, train
+from golddiff_jax.sparsity import metrics, penalties, samplers, study, toy_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from configs.sparsity import toy  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import sweep  # noqa: E402  pylint: disable=g-import-not-at-top
+
+RNG = np.random.default_rng
+
+
+def np_soft(u, tau):
+  return np.sign(u) * np.maximum(np.abs(u) - tau, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Proximal steps
+# ---------------------------------------------------------------------------------------------
+
+def test_soft_threshold_and_group_shrink_match_closed_forms():
+  rng = RNG(1)
+  u, tau = rng.normal(size=(40, 7)), 0.3
+  np.testing.assert_allclose(penalties.soft_threshold(jnp.asarray(u), tau), np_soft(u, tau),
+                             rtol=1e-6, atol=1e-7)
+  w = rng.normal(size=(9, 5)) * rng.uniform(0.05, 2.0, size=(9, 1))
+  norms = np.linalg.norm(w, axis=1, keepdims=True)
+  want = w * np.maximum(1 - 0.8 / norms, 0)
+  got = np.asarray(penalties.group_shrink(jnp.asarray(w, jnp.float32), 0.8))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  assert (np.all(got[norms[:, 0] <= 0.8] == 0) and np.all(got[norms[:, 0] > 0.8] != 0)
+          and (norms <= 0.8).any() and (norms > 0.8).any())
+  assert np.all(np.asarray(penalties.group_shrink(jnp.zeros((3, 4)), 0.1)) == 0)
+
+
+def _mlp_params(d=6, width=8):
+  model = mlp.MLP(width=width, depth=2, temb_dim=8)
+  x = jnp.zeros((1, d, 1, 1))
+  params = model.init(jax.random.key(0), x, jnp.zeros((1,), jnp.int32))["params"]
+  # Non-zero biases, so "untouched" is visible.
+  return jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(3), p.shape),
+                      params)
+
+
+def test_masked_l1_prox_is_ista_on_kernels_only():
+  params = _mlp_params()
+  rng = RNG(2)
+  grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+  lr, r = 0.1, 0.5
+  tx = optax.chain(optax.sgd(lr), penalties.weight_prox(penalties.Reg("weights", r),
+                                                        optax.constant_schedule(lr)))
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  mask = penalties.kernel_mask(params)
+  flat_new = jax.tree_util.tree_leaves_with_path(new)
+  for (path, p), g, m, n in zip(jax.tree_util.tree_leaves_with_path(params),
+                                jax.tree.leaves(grads), jax.tree.leaves(mask),
+                                [v for _, v in flat_new]):
+    names = "/".join(str(getattr(k, "key", k)) for k in path)
+    step = np.asarray(p, np.float64) - lr * np.asarray(g, np.float64)
+    want = np_soft(step, lr * r) if m else step
+    np.testing.assert_allclose(np.asarray(n), want, rtol=1e-5, atol=1e-6, err_msg=names)
+    assert m == (names.endswith("kernel") and "time" not in names), names
+  assert float(penalties.zero_fraction(new)) > 0.05
+
+
+def test_group_prox_acts_on_first_layer_rows_only():
+  params = _mlp_params()
+  lr, r = 1.0, 0.9
+  reg = penalties.Reg("weights", r, group="first_layer_rows")
+  tx = penalties.weight_prox(reg, optax.constant_schedule(lr))
+  zero = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  w = np.asarray(params["x_in"]["kernel"], np.float64)
+  want = w * np.maximum(1 - lr * r / np.linalg.norm(w, axis=1, keepdims=True), 0)
+  np.testing.assert_allclose(new["x_in"]["kernel"], want, rtol=1e-5, atol=1e-6)
+  for name in ("time_in", "hidden_0", "out"):
+    np.testing.assert_array_equal(new[name]["kernel"], params[name]["kernel"])
+  np.testing.assert_array_equal(new["x_in"]["bias"], params["x_in"]["bias"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Output penalties: the 1-D population minimisers, and r = 0 bit-identical to DSM
+# ---------------------------------------------------------------------------------------------
+
+def _fit_table(target, r, t, v=0.3, points=12, per_point=2000, steps=3000):
+  """Fits ε̂(x_t) on a grid of x_t values to DSM + r·P_t, on 1-D Gaussian data x_0 ~ N(0, v) at
+  a fixed t, by Adam through the trainer's penalty code. ε is drawn from its exact posterior
+  given x_t (standardised, so each grid point's sample mean is E[ε | x_t] exactly); the
+  population minimiser is pointwise in x_t, so the fit must equal the closed form."""
+  abar = float(schedules.alphas_cumprod()[t])
+  sigma = np.sqrt(1 - abar)
+  x_grid = np.linspace(-1.5, 1.5, points)
+  denom = abar * v + sigma ** 2
+  mean_eps = sigma * x_grid / denom
+  z = RNG(4).normal(size=(points, per_point))
+  z = (z - z.mean(1, keepdims=True)) / z.std(1, keepdims=True)
+  eps = mean_eps[:, None] + np.sqrt(abar * v / denom) * z
+  xj = jnp.asarray(np.repeat(x_grid[:, None], per_point, 1), jnp.float32)
+  ej = jnp.asarray(eps, jnp.float32)
+  abar32 = jnp.float32(abar)
+
+  def loss(table):
+    e_hat = jnp.broadcast_to(table[:, None], ej.shape)
+    pen = penalties.output_penalty(target, e_hat, xj, abar32, t_weight="snr")
+    return jnp.mean(jnp.square(e_hat - ej)) + r * pen
+
+  opt = optax.adam(optax.cosine_decay_schedule(0.05, steps))
+
+  @jax.jit
+  def fit():
+    def body(carry, _):
+      table, state = carry
+      updates, state = opt.update(jax.grad(loss)(table), state)
+      return (optax.apply_updates(table, updates), state), None
+    table = jnp.zeros(points)
+    return jax.lax.scan(body, (table, opt.init(table)), None, length=steps)[0][0]
+
+  return abar, sigma, x_grid, mean_eps, np.asarray(fit(), np.float64)
+
+
+def test_score_target_minimiser_is_soft_thresholded_posterior_eps():
+  r, t = 0.6, 300
+  _, sigma, _, mean_eps, fit = _fit_table("score", r, t)
+  want = np_soft(mean_eps, r * sigma / 2)
+  np.testing.assert_allclose(fit, want, atol=2e-3)
+  assert np.sum(want == 0) >= 2 and np.sum(want != 0) >= 2   # both regimes are exercised
+
+
+def test_x0_target_with_snr_weight_thresholds_x0_at_r_over_2():
+  r, t, v = 0.4, 200, 0.3
+  abar, sigma, x_grid, mean_eps, fit = _fit_table("x0", r, t, v=v)
+  x0_fit = (x_grid - sigma * fit) / np.sqrt(abar)
+  x0_post = np.sqrt(abar) * v * x_grid / (abar * v + sigma ** 2)   # E[x_0 | x_t]
+  np.testing.assert_allclose((x_grid - sigma * mean_eps) / np.sqrt(abar), x0_post, rtol=1e-9)
+  want = np_soft(x0_post, r / 2)
+  np.testing.assert_allclose(x0_fit, want, atol=3e-3)
+  assert np.sum(want == 0) >= 2 and np.sum(want != 0) >= 2
+
+
+def test_zero_r_loss_is_bit_identical_to_plain_dsm():
+  model = mlp.MLP(width=16, depth=2, temb_dim=8)
+  d = 5
+  params = model.init(jax.random.key(0), jnp.zeros((1, d, 1, 1)),
+                      jnp.zeros((1,), jnp.int32))["params"]
+  batch = jnp.asarray(RNG(5).normal(size=(32, d, 1, 1)) * 0.3, jnp.float32)
+  tx, sched = optax.sgd(1e-2), optax.constant_schedule(1e-2)
+  state = train.TrainState(jnp.zeros((), jnp.int32), params, params, tx.init(params))
+  key = jax.random.key(9)
+  plain = jax.jit(train.make_train_step(model, tx, sched, 0.9))(state, batch, key)
+  for target in penalties.TARGETS:
+    reg = penalties.Reg(target, 0.0)
+    out = jax.jit(train.make_train_step(model, tx, sched, 0.9, reg))(state, batch, key)
+    assert np.asarray(out[1]["loss"]).tobytes() == np.asarray(plain[1]["loss"]).tobytes()
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), out[0].params,
+                 plain[0].params)
+  # r > 0: the loss is DSM + r·P, the DSM part is the plain loss, both are logged.
+  reg = penalties.Reg("eps", 0.3)
+  out = jax.jit(train.make_train_step(model, tx, sched, 0.9, reg))(state, batch, key)[1]
+  assert float(out["dsm"]) == float(plain[1]["loss"])
+  np.testing.assert_allclose(float(out["loss"]), float(out["dsm"]) + 0.3 * float(out["penalty"]),
+                             rtol=1e-6)
+
+
+def test_output_penalty_matches_numpy():
+  rng = RNG(6)
+  e, x = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+  abar = rng.uniform(0.01, 0.99, size=(4, 1))
+  sig = np.sqrt(1 - abar)
+  x0 = (x - sig * e) / np.sqrt(abar)
+  want = {"score": np.mean(sig * np.abs(e)), "eps": np.mean(np.abs(e)),
+          "x0": np.mean(abar / (1 - abar) * np.abs(x0))}
+  for target, value in want.items():
+    got = penalties.output_penalty(target, *(jnp.asarray(a, jnp.float32) for a in (e, x, abar)))
+    np.testing.assert_allclose(float(got), value, rtol=1e-5)
+  got = penalties.output_penalty("x0", *(jnp.asarray(a, jnp.float32) for a in (e, x, abar)),
+                                 t_weight="one")
+  np.testing.assert_allclose(float(got), np.mean(np.abs(x0)), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Samplers
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [1, 2, 7, 50, 1000])
+def test_respaced_schedule(k):
+  s = samplers.respaced_schedule(k)
+  assert s["t"][0] == 999 and len(s["t"]) == k and np.all(np.diff(s["t"]) < 0)
+  assert k == 1 or s["t"][-1] == 0
+  assert s["abar_prev"][-1] == 1.0 and np.all((s["beta"] > 0) & (s["beta"] < 1))
+  np.testing.assert_allclose(np.cumprod(1 - s["beta"][::-1])[::-1], s["abar"], rtol=1e-9)
+  if k == 1000:
+    np.testing.assert_allclose(s["beta"][::-1], schedules.betas(), rtol=1e-3)
+
+
+class _Linear:
+  """ε̂ = a(t)·x (hashable)."""
+
+  def __call__(self, params, x, t):
+    return x * jnp.cos(t.astype(jnp.float32) / 999.0)[:, None] * params
+
+  def __hash__(self):
+    return 0
+
+  def __eq__(self, other):
+    return isinstance(other, _Linear)
+
+
+def _numpy_sampler(x, z, sampler, k, scale):
+  s = samplers.respaced_schedule(k)
+  x = np.asarray(x, np.float64)
+  for j, (t, ab, abp, beta) in enumerate(zip(s["t"], s["abar"], s["abar_prev"], s["beta"])):
+    e = x * np.cos(t / 999.0) * scale
+    x0 = (x - np.sqrt(1 - ab) * e) / np.sqrt(ab)
+    if sampler == "ddim":
+      x = np.sqrt(abp) * np.clip(x0, -1, 1) + np.sqrt(1 - abp) * e
+    else:
+      x0 = np.clip(x0, -1, 1)
+      mean = (np.sqrt(abp) * beta / (1 - ab)) * x0 + (np.sqrt(1 - beta) * (1 - abp) / (1 - ab)) * x
+      x = mean + np.sqrt(beta * (1 - abp) / (1 - ab)) * z[:, j]
+  return x
+
+
+@pytest.mark.parametrize("sampler", samplers.SAMPLERS)
+def test_samplers_match_numpy(sampler):
+  k, batch, d = 6, 5, 3
+  lat = jax.random.normal(jax.random.key(1), (batch, d))
+  key = jax.random.key(2)
+  got = samplers.sample(_Linear(), jnp.float32(0.9), lat, key, sampler=sampler, num_steps=k)
+  sample_keys = [jax.random.fold_in(key, i) for i in range(batch)]
+  z = np.stack([[np.asarray(jax.random.normal(jax.random.fold_in(sk, j), (d,)))
+                 for j in range(k)] for sk in sample_keys])
+  want = _numpy_sampler(np.asarray(lat), z, sampler, k, 0.9)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+  # A sample's randomness depends on its global index only: rows 2.. run alone agree.
+  part = samplers.sample(_Linear(), jnp.float32(0.9), lat[2:], key, sampler=sampler,
+                         num_steps=k, index_offset=2)
+  np.testing.assert_allclose(np.asarray(part), np.asarray(got)[2:], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [0, 1001, 2.5, True])
+def test_steps_outside_range_are_rejected(k):
+  with pytest.raises(ValueError, match=r"K must be an int in \[1, 1000\]"):
+    samplers.respaced_timesteps(k)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+
+def test_sliced_w2_and_mmd_match_naive_references():
+  rng = RNG(7)
+  x, y = rng.normal(size=(60, 3)), rng.normal(size=(60, 3)) * 1.3 + 0.2
+  theta = metrics.directions(3, 16, seed=3)
+  per_dir = [np.mean((np.sort(x @ th) - np.sort(y @ th)) ** 2) for th in theta]
+  np.testing.assert_allclose(metrics.sliced_w2(x, y, num_directions=16, seed=3),
+                             np.sqrt(np.mean(per_dir)), rtol=1e-10)
+  np.testing.assert_allclose(np.linalg.norm(theta, axis=1), 1.0, rtol=1e-12)
+  h = 0.7
+  k = lambda a, b: np.exp(-np.sum((a - b) ** 2) / (2 * h * h))  # noqa: E731
+  n, m = len(x), len(y)
+  kxx = sum(k(x[i], x[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+  kyy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+  kxy = sum(k(x[i], y[j]) for i in range(n) for j in range(m)) / (n * m)
+  np.testing.assert_allclose(metrics.rbf_mmd2(x, y, bandwidth=h), kxx + kyy - 2 * kxy,
+                             rtol=1e-8, atol=1e-12)
+  assert metrics.sliced_w2(x, x) == 0.0
+
+
+def test_support_mode_and_variance_metrics():
+  rng = RNG(8)
+  centers = toy_data.centers()
+  pts = np.concatenate([centers[[0, 0, 1, 2, 3, 3, 3]], [[5.0, 5.0]]])
+  pts[:7] += rng.normal(size=(7, 2)) * 0.01
+  labels = metrics.mode_labels(pts, centers, toy_data.MODE_STD)
+  np.testing.assert_array_equal(labels, [0, 0, 1, 2, 3, 3, 3, -1])
+  cov = metrics.mode_coverage(labels, 8, min_share=1.0)   # ≥ 1 point in a mode of 8 points
+  assert cov["coverage"] == 4 / 8 and cov["off_mode"] == 1 / 8
+  np.testing.assert_allclose(cov["mass"], [2 / 8, 1 / 8, 1 / 8, 3 / 8, 0, 0, 0, 0])
+  four = np.concatenate([pts[:7], pts[[1, 2, 3, 4, 5, 6, 0]]], axis=1)
+  np.testing.assert_array_equal(metrics.mode_labels(four, centers, toy_data.MODE_STD),
+                                np.array([0, 0, 1, 2, 3, 3, 3]) * 8 + [0, 1, 2, 3, 3, 3, 0])
+  x = rng.normal(size=(50, 4)) * [1, 2, 3, 0.5]
+  y = rng.normal(size=(40, 4))
+  y[:, 3] = 0
+  np.testing.assert_allclose(metrics.off_support_energy(x, [0, 1]),
+                             np.mean(np.sum(x[:, 2:] ** 2, axis=1)))
+  vr = metrics.variance_ratio(x, y)
+  np.testing.assert_allclose(vr[:3], x.var(0)[:3] / y.var(0)[:3])
+  assert np.isnan(vr[3])
+
+
+def test_k_star_is_monotone_on_synthetic_curves():
+  ks = [4, 8, 16, 32, 64, 1000]
+  rng = RNG(9)
+  for _ in range(20):
+    curve = np.sort(rng.uniform(0.01, 1.0, len(ks)))[::-1]   # quality improves with K
+    taus = np.sort(rng.uniform(0.0, 1.1, 6))
+    stars = [metrics.k_star(ks, curve, t) for t in taus]
+    values = [np.inf if s is None else s for s in stars]
+    assert all(b <= a for a, b in zip(values, values[1:]))   # a looser τ never needs more K
+    for t, s in zip(taus, stars):
+      want = next((k for k, q in zip(ks, curve) if q <= t), None)
+      assert s == want
+  with pytest.raises(ValueError, match="increasing"):
+    metrics.k_star([8, 4], [1, 2], 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Toy data
+# ---------------------------------------------------------------------------------------------
+
+def test_toy_data_kinds():
+  sparse = toy_data.ToySpec("sparse", d=10, s=4)
+  x, labels = toy_data.sample(sparse, 300, seed=3)
+  assert x.shape == (300, 10) and np.all(x[:, 4:] == 0) and np.all(np.abs(x) < 1)
+  assert labels.max() < 64 and len(np.unique(labels)) > 40
+  np.testing.assert_array_equal(
+      metrics.mode_labels(x[:, :4], toy_data.centers(), toy_data.MODE_STD), labels)
+  prefix, _ = toy_data.sample(sparse, 100, seed=3)
+  np.testing.assert_array_equal(prefix, x[:100])
+  assert not np.array_equal(toy_data.sample(sparse, 100, seed=4)[0], prefix)
+  approx, _ = toy_data.sample(toy_data.ToySpec("sparse", d=10, s=2, delta=0.01), 2000, seed=0)
+  np.testing.assert_allclose(approx[:, 2:].std(), 0.01, rtol=0.05)
+  rot = toy_data.ToySpec("rotated", d=10, s=4)
+  xr, _ = toy_data.sample(rot, 300, seed=3)
+  q = toy_data.rotation(10)
+  np.testing.assert_allclose(q @ q.T, np.eye(10), atol=1e-12)
+  np.testing.assert_allclose(toy_data.to_basis(xr, rot), x, atol=1e-5)
+  assert np.all(np.abs(xr[:, 4:]) > 0).any()
+  x3, _ = toy_data.sample(toy_data.ToySpec("toy3d", d=3, s=2, delta=0.02), 500, seed=0)
+  assert abs(x3[:, 0].std() - 0.02) < 0.004 and x3[:, 1:].std() > 0.3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"d": 4, "s": 6}, "exceeds the ambient dimension"),
+    ({"s": 3}, "must be even"),
+    ({"kind": "moons"}, "data.kind"),
+    ({"delta": -1.0}, "delta"),
+    ({"kind": "toy3d", "d": 5}, "toy3d"),
+])
+def test_toy_spec_errors(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    toy_data.ToySpec(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs, bad input, and the pipeline smoke test
+# ---------------------------------------------------------------------------------------------
+
+def _small(arg="", **fields):
+  config = toy.get_config(arg)
+  config.data.n_train, config.data.n_test = 2000, 300
+  config.train.update({"num_steps": 500, "log_every": 250, "checkpoint_every": 250,
+                       "batch_size": 128})
+  config.model.width = 32
+  config.eval.update({"ks": (10, 100), "num_samples": 300, "num_directions": 32,
+                      "samplers": ("ddpm", "ddim")})
+  for path, value in fields.items():
+    section, name = path.split("__")
+    config[section][name] = value
+  return config
+
+
+def test_configs_and_sweeps_load():
+  config = toy.get_config("target=x0,r=0.01,d=32,s=4,seed=3,kind=rotated,delta=0.01")
+  assert (config.reg.target, config.reg.r, config.data.d, config.data.s, config.seed,
+          config.data.kind) == ("x0", 0.01, 32, 4, 3, "rotated")
+  study.check_config(config)
+  with pytest.raises(ValueError, match="unknown config argument"):
+    toy.get_config("rr=1")
+  for path in ("experiments/sweeps/sparsity_screen.py", "experiments/sweeps/sparsity_confirm.py",
+               "experiments/sweeps/sparsity_freeform.py"):
+    if not os.path.exists(os.path.join(ROOT, path)):
+      continue
+    module = sweep.load_module(path, "study_under_test")
+    base = sweep.base_config(module.BASE_CONFIG)
+    for arg in (None, "quick", "full"):
+      runs = module.get_sweep(arg)
+      names = [sweep.run_name(r) for r in runs]
+      assert len(set(names)) == len(names) and runs
+      for overrides in runs:
+        study.check_config(sweep.apply_overrides(
+            base, {k: v for k, v in overrides.items() if k != "name"}))
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"reg__target": "l2"}, "reg.target"),
+    ({"reg__r": -1e-3}, "reg.r"),
+    ({"data__s": 12, "data__d": 8}, "exceeds the ambient dimension"),
+    ({"eval__ks": (4, 1001)}, r"\[1, 1000\]"),
+    ({"reg__group": "first_layer_rows"}, "needs reg.target='weights'"),
+    ({"eval__samplers": ("euler",)}, "eval.samplers"),
+])
+def test_bad_input_is_rejected_before_writing(tmp_path, fields, match):
+  with pytest.raises(ValueError, match=match):
+    study.run(_small(**fields), str(tmp_path / "wd"))
+  assert not os.path.exists(tmp_path / "wd")
+
+
+def test_group_penalty_needs_a_first_dense_layer():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs.train import default  # pylint: disable=g-import-not-at-top
+  config = default.base_config(ml_collections.ConfigDict())   # the U-Net
+  config.reg = toy.get_config("target=weights,r=0.1,group=first_layer_rows").reg
+  with pytest.raises(ValueError, match="first layer is dense"):
+    train.check_config(config, 1)
+
+
+def test_cli_error_line(tmp_path):
+  wd = tmp_path / "wd"
+  proc = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "experiments", "sparsity_run.py"),
+       "--config=" + os.path.join(ROOT, "configs", "sparsity", "toy.py") + ":d=4,s=6",
+       f"--workdir={wd}"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: sparsity level s=6 exceeds")
+  assert not wd.exists()
+
+
+def test_smoke_pipeline(tmp_path):
+  wd = str(tmp_path / "run")
+  config = _small("target=weights,r=0.1,d=16")
+  result = study.run(config, wd)
+  assert [(r["sampler"], r["k"]) for r in result["records"]] == [
+      ("ddpm", 10), ("ddpm", 100), ("ddim", 10), ("ddim", 100)]
+  for rec in result["records"]:
+    assert rec["finite"]
+    for key in ("sw2", "mmd2", "off_support_energy", "on_support_sw2", "mode_coverage",
+                "variance_ratio_active"):
+      assert np.isfinite(rec[key]), key
+  assert np.isfinite(result["records"][1]["nearest_train"])
+  assert result["prox"] == "adam_heuristic" and result["train"]["kernel_zero_fraction"] > 0
+  with open(os.path.join(wd, "metrics.json")) as f:
+    assert json.load(f)["d"] == 16
+  with open(os.path.join(wd, "train_metrics.jsonl")) as f:
+    assert len(f.readlines()) == 2
+  # A rerun resumes: nothing left to train, same evaluation.
+  again = study.run(config, wd)
+  assert again["train"]["steps_trained"] == 0
+  assert again["records"][0]["sw2"] == result["records"][0]["sw2"]
