@@ -15,6 +15,7 @@ import numpy as np
 
 from golddiff_jax import sampler, schedules, sharding, stats as stats_lib, validation
 from golddiff_jax.denoisers import METHODS
+from golddiff_jax.sparsity import x0_threshold as x0_sparsity
 
 fit = stats_lib.fit
 shard_stats = stats_lib.shard
@@ -123,7 +124,7 @@ def denoise(stats: stats_lib.Stats, x_t: Any, t: int, *, method: str, key=None, 
 
 def sample(stats: stats_lib.Stats, latents: Any, *, method: str, num_steps: int = 10,
            key=None, mesh=None, on_step: Callable[[int], None] | None = None,
-           **options) -> sampler.SampleOutput:
+           x0_threshold=None, **options) -> sampler.SampleOutput:
   """Runs deterministic DDIM (η = 0) from ``latents`` [B, H, W, C] with an analytical denoiser.
 
   Returns a `SampleOutput` with ``images`` (x̂_0 at the last step), ``x0_trajectory``,
@@ -131,6 +132,9 @@ def sample(stats: stats_lib.Stats, latents: Any, *, method: str, num_steps: int 
   `denoise` (stats already sharded with `shard_stats` or ``fit(..., mesh=)`` run on their own mesh
   by default). ``key``: as in `denoise`; step j uses ``fold_in(key, j)`` (per sample for [B] keys).
   ``on_step(j)`` is called after step j has finished (e.g. to move a progress bar).
+  ``x0_threshold``: a `golddiff_jax.sparsity.x0_threshold.Threshold` (e.g. ``Threshold(r=0.05,
+  basis="pca")``) soft-thresholds every step's x̂_0, for any method (the training-free sparse
+  variant); None leaves x̂_0 as the method made it.
   """
   _check_stats(stats)
   module, resolved = _resolve(method, options)
@@ -142,8 +146,11 @@ def sample(stats: stats_lib.Stats, latents: Any, *, method: str, num_steps: int 
   flat = _flatten(stats, latents, "latents")
   key = _key(key, flat.shape[0])
   mesh = _mesh(stats, mesh, module, resolved, flat.shape[0])
+  if x0_threshold is not None and not isinstance(x0_threshold, x0_sparsity.Threshold):
+    raise ValueError(f"x0_threshold must be None or a sparsity.x0_threshold.Threshold, got "
+                     f"{type(x0_threshold).__name__}")
   return sampler.sample_flat(stats, flat, method, int(num_steps), key, resolved, mesh,
-                             on_step=on_step)
+                             on_step=on_step, x0_threshold=x0_threshold)
 
 
 def sample_keys(key: jax.Array, first: int, count: int) -> jax.Array:

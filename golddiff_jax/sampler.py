@@ -21,6 +21,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from golddiff_jax import schedules, sharding, stats as stats_lib
 from golddiff_jax.denoisers import METHODS
+from golddiff_jax.sparsity import x0_threshold as x0_sparsity
 from golddiff_jax.stats import Stats
 
 
@@ -64,10 +65,12 @@ def _apply(stats: Stats, plan, x_t: jax.Array, key: jax.Array, method: str, mesh
   return module.apply_sharded(stats, plan, x_t, key, mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("method", "mesh"))
+@functools.partial(jax.jit, static_argnames=("method", "mesh", "x0_threshold"))
 def _step(stats: Stats, plan, x_t: jax.Array, abar_prev: jax.Array, key: jax.Array, *,
-          method: str, mesh=None):
-  x0 = _apply(stats, plan, x_t, key, method, mesh)
+          method: str, mesh=None, x0_threshold=None):
+  # The training-free sparse variant, for every method in one place (sparsity/x0_threshold.py).
+  x0 = x0_sparsity.apply(stats, _apply(stats, plan, x_t, key, method, mesh), plan.abar,
+                         x0_threshold)
   return schedules.ddim_step(x_t, x0, plan.abar, abar_prev), x0
 
 
@@ -126,8 +129,10 @@ def denoise_flat(stats: Stats, x_t: jax.Array, t: int, method: str, key: jax.Arr
 
 
 def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
-                key: jax.Array, options: dict, mesh=None, on_step=None) -> SampleOutput:
-  """Runs the sampler on flattened latents [B, D]; see `golddiff_jax.sample`."""
+                key: jax.Array, options: dict, mesh=None, on_step=None,
+                x0_threshold: x0_sparsity.Threshold | None = None) -> SampleOutput:
+  """Runs the sampler on flattened latents [B, D]; see `golddiff_jax.sample`. ``x0_threshold``
+  soft-thresholds every step's x̂_0 (`golddiff_jax.sparsity.x0_threshold`)."""
   timesteps = schedules.ddim_timesteps(num_steps)
   batch = latents.shape[0]
   start = time.perf_counter()
@@ -141,7 +146,8 @@ def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
     step_key = step_keys(key, j)
     args = (stats, plan, x, abar_prev, step_key)
     start = time.perf_counter()
-    compiled = _step.lower(*args, method=method, mesh=mesh).compile()
+    compiled = _step.lower(*args, method=method, mesh=mesh,
+                           x0_threshold=x0_threshold).compile()
     compile_seconds.append(time.perf_counter() - start)
     step_bytes.append(memory_bytes(compiled))
     start = time.perf_counter()

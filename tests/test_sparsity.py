@@ -458,3 +458,58 @@ def test_smoke_pipeline(tmp_path):
   again = study.run(config, wd)
   assert again["train"]["steps_trained"] == 0
   assert again["records"][0]["sw2"] == result["records"][0]["sw2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The training-free variant: x̂_0 soft threshold for every analytical method
+# ---------------------------------------------------------------------------------------------
+
+def _tiny_stats():
+  import golddiff_jax as gd  # pylint: disable=g-import-not-at-top
+  from golddiff_jax.data import procedural_images  # pylint: disable=g-import-not-at-top
+  return gd, gd.fit(procedural_images(64, 4, 4, 1, seed=1))
+
+
+def test_x0_threshold_matches_numpy():
+  from golddiff_jax.sparsity import x0_threshold  # pylint: disable=g-import-not-at-top
+  _, stats = _tiny_stats()
+  x0 = RNG(10).normal(size=(5, 16)) * 0.5
+  mu, v = np.asarray(stats.mean, np.float64), np.asarray(stats.eigvecs, np.float64)
+  abar = 0.3
+  for spec, want in [
+      (x0_threshold.Threshold(0.2, "pca"), mu + np_soft((x0 - mu) @ v, 0.1) @ v.T),
+      (x0_threshold.Threshold(0.2, "pixel"), np_soft(x0, 0.1)),
+      (x0_threshold.Threshold(0.2, "pixel", "one"), np_soft(x0, 0.2 * 0.7 / 0.6)),
+      (x0_threshold.Threshold(0.0, "pca"), x0)]:
+    got = x0_threshold.apply(stats, jnp.asarray(x0, jnp.float32), abar, spec)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5, err_msg=str(spec))
+  traj = RNG(11).normal(size=(2, 5, 4, 4, 1)) * 0.1
+  rows = x0_threshold.trace(stats, traj, [900, 0], basis="pixel", delta=0.05, k_t=[7, 3])
+  lam = np.asarray(stats.eigvals, np.float64)
+  for row, t, x in zip(rows, (900, 0), traj):
+    ab = float(schedules.alphas_cumprod()[t])
+    assert row["s_t"] == np.mean(np.sum(np.abs(x.reshape(5, -1)) > 0.05, axis=1))
+    np.testing.assert_allclose(row["d_eff"], np.sum(ab * lam / (1 - ab + ab * lam)), rtol=1e-9)
+  assert [r["k_t"] for r in rows] == [7, 3]
+  with pytest.raises(ValueError, match="basis"):
+    x0_threshold.Threshold(0.1, "dct")
+  with pytest.raises(ValueError, match=">= 0"):
+    x0_threshold.Threshold(-0.1)
+
+
+def test_x0_threshold_applies_to_every_method():
+  from golddiff_jax.denoisers import METHODS  # pylint: disable=g-import-not-at-top
+  from golddiff_jax.sparsity import x0_threshold  # pylint: disable=g-import-not-at-top
+  gd, stats = _tiny_stats()
+  latents = gd.noise(jax.random.key(3), 4, stats.image_shape)
+  spec = x0_threshold.Threshold(0.3, "pca")
+  abar = schedules.alpha_bar(int(schedules.ddim_timesteps(1)[0]))
+  for method in METHODS:
+    plain = gd.sample(stats, latents, method=method, num_steps=1)
+    sparse = gd.sample(stats, latents, method=method, num_steps=1, x0_threshold=spec)
+    want = x0_threshold.apply(stats, jnp.asarray(plain.images.reshape(4, -1)), abar, spec)
+    np.testing.assert_allclose(sparse.images.reshape(4, -1), np.asarray(want), rtol=1e-4,
+                               atol=1e-5, err_msg=method)
+    assert not np.allclose(sparse.images, plain.images)
+  with pytest.raises(ValueError, match="x0_threshold"):
+    gd.sample(stats, latents, method="optimal", num_steps=1, x0_threshold=0.3)
