@@ -387,13 +387,12 @@ def test_configs_and_sweeps_load():
   study.check_config(config)
   with pytest.raises(ValueError, match="unknown config argument"):
     toy.get_config("rr=1")
-  for path in ("experiments/sweeps/sparsity_screen.py", "experiments/sweeps/sparsity_confirm.py",
-               "experiments/sweeps/sparsity_freeform.py"):
-    if not os.path.exists(os.path.join(ROOT, path)):
-      continue
+  for path, args in (("experiments/sweeps/sparsity_screen.py", (None, "quick", "full")),
+                     ("experiments/sweeps/sparsity_confirm.py",
+                      ("x0=0.1,eps=0.01", "weights=0.1,seeds=2,dims=8-128,s=2,kinds=rotated"))):
     module = sweep.load_module(path, "study_under_test")
     base = sweep.base_config(module.BASE_CONFIG)
-    for arg in (None, "quick", "full"):
+    for arg in args:
       runs = module.get_sweep(arg)
       names = [sweep.run_name(r) for r in runs]
       assert len(set(names)) == len(names) and runs
@@ -513,3 +512,50 @@ def test_x0_threshold_applies_to_every_method():
     assert not np.allclose(sparse.images, plain.images)
   with pytest.raises(ValueError, match="x0_threshold"):
     gd.sample(stats, latents, method="optimal", num_steps=1, x0_threshold=0.3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Study bookkeeping: K* per run, seed statistics, best r, the decision rule
+# ---------------------------------------------------------------------------------------------
+
+def _fake_run(target, r, d, seed, curve, floor=0.001, kind="sparse"):
+  ks = [4, 16, 64, 1000]
+  return {"target": target, "r": r, "d": d, "s": 2, "kind": kind, "seed": seed,
+          "floor": {"sw2": floor, "on_support_sw2": floor}, "train": {},
+          "records": [{"sampler": "ddpm", "k": k, "finite": True, "sw2": q, "on_support_sw2": q,
+                       "mode_coverage": 1.0, "off_support_energy": 0.0, "mmd2": 0.0}
+                      for k, q in zip(ks, curve)]}
+
+
+def test_analysis_k_star_statistics_and_decision():
+  from golddiff_jax.sparsity import analysis  # pylint: disable=g-import-not-at-top
+  v = RNG(12).normal(size=5)
+  mean, ci, n = analysis.mean_ci(list(v) + [float("nan"), None])
+  assert n == 5 and mean == pytest.approx(v.mean())
+  assert ci == pytest.approx(2.776 * v.std(ddof=1) / np.sqrt(5))
+  # Baseline K* grows with d (16 at d=8, 1000 at d=128); x0 is flat (16 at both).
+  runs = []
+  for seed in (0, 1):
+    runs += [_fake_run("none", 0.0, 8, seed, [0.5, 0.1, 0.1, 0.1]),
+             _fake_run("none", 0.0, 128, seed, [0.9, 0.5, 0.3, 0.1]),
+             _fake_run("x0", 0.1, 8, seed, [0.5, 0.1, 0.1, 0.1]),
+             _fake_run("x0", 0.1, 128, seed, [0.5, 0.1, 0.1, 0.1]),
+             _fake_run("x0", 0.3, 8, seed, [0.5, 0.5, 0.5, 0.5]),
+             _fake_run("x0", 0.3, 128, seed, [0.5, 0.5, 0.5, 0.5])]
+  analysis.add_k_star(runs)
+  assert [r["k_star_base_sw2"] for r in runs[:6]] == [16, 1000, 16, 16, None, None]
+  assert runs[0]["tau_base_sw2"] == pytest.approx(0.11)
+  assert runs[0]["k_star_floor_sw2"] is None   # 2 × floor = 0.002 is never reached
+  rows = analysis.summarise(runs)
+  censored = next(r for r in rows if r["r"] == 0.3 and r["d"] == 8)
+  assert censored["k_star_base"] == pytest.approx(2000) and censored["k_star_base_censored"] == 2
+  assert analysis.best_r(rows) == {"x0": 0.1}
+  dec = analysis.decision(rows, kind="sparse", s=2, target="x0", r=0.1)
+  assert dec["base_slope"] == pytest.approx(np.log(1000 / 16) / np.log(16))
+  assert dec["reg_slope"] == pytest.approx(0.0, abs=1e-12)
+  assert dec["verdict"] == "supported"
+  flat = [r for r in runs if not (r["target"] == "none" and r["d"] == 128)]
+  flat += [_fake_run("none", 0.0, 128, s, [0.5, 0.1, 0.1, 0.1]) for s in (0, 1)]
+  analysis.add_k_star(flat)
+  assert analysis.decision(analysis.summarise(flat), kind="sparse", s=2, target="x0",
+                           r=0.1)["verdict"] == "null"

@@ -1,0 +1,180 @@
+r"""Tables, plots and the verdict of the sparsity study from a sweep workdir.
+
+  python experiments/sparsity_report.py --workdir=workdir/sparsity_screen \
+      [--out=docs/sparsity] [--quality=sw2|on_support_sw2]
+
+Reads every ``<workdir>/<run>/metrics.json`` (experiments/sweeps/sparsity_*.py runs) and writes
+to ``--out`` (default: the workdir): ``summary.csv`` (one row per run), ``summary_<quality>.md``
+(per kind, s, d, target, r: K* and mean ± 95% over seeds), ``best_r.json`` (per target, by
+K*), ``decision_<quality>.md`` (the decision rule per target at its best r), and the plots
+``quality_vs_k_<quality>.png`` and ``kstar_vs_d_<quality>.png``. Prints the stage-B command.
+"""
+
+import csv
+import json
+import math
+import os
+import sys
+
+from absl import app, flags
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from golddiff_jax.sparsity import analysis  # noqa: E402  pylint: disable=g-import-not-at-top
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep workdir (one folder per run).")
+_OUT = flags.DEFINE_string("out", None, "Output folder (default: the workdir).")
+_QUALITY = flags.DEFINE_enum("quality", "sw2", ["sw2", "on_support_sw2"], "K* quality metric.")
+TARGETS = ("weights", "score", "eps", "x0")
+
+
+def _fmt(v, digits=4):
+  if v is None:
+    return ">max"
+  if isinstance(v, float):
+    return "" if math.isnan(v) else f"{v:.{digits}g}"
+  return str(v)
+
+
+def write_tables(runs, rows, out, quality):
+  fields = ["name", "kind", "s", "d", "target", "r", "seed", "prox",
+            f"k_star_base_{quality}", f"k_star_floor_{quality}", f"tau_base_{quality}",
+            f"tau_floor_{quality}", "sw2_kmax", "on_support_sw2_kmax", "mode_coverage_kmax",
+            "off_support_energy_kmax", "nearest_train", "floor_sw2", "kernel_zero_fraction",
+            "train_seconds", "eval_seconds"]
+  with open(os.path.join(out, "summary.csv" if quality == "sw2" else f"summary_{quality}.csv"),
+            "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=fields)
+    w.writeheader()
+    for run in runs:
+      w.writerow({**{k: run.get(k) for k in fields},
+                  "sw2_kmax": analysis.at_k(run, "sw2"),
+                  "on_support_sw2_kmax": analysis.at_k(run, "on_support_sw2"),
+                  "mode_coverage_kmax": analysis.at_k(run, "mode_coverage"),
+                  "off_support_energy_kmax": analysis.at_k(run, "off_support_energy"),
+                  "nearest_train": analysis.at_k(run, "nearest_train"),
+                  "floor_sw2": run["floor"]["sw2"],
+                  "kernel_zero_fraction": run["train"].get("kernel_zero_fraction")})
+  lines = [f"K* = smallest K with {quality} ≤ τ (geometric mean over seeds; runs that never reach "
+           "τ count as 2·K_max, their number in brackets). Other columns: mean ± 95% "
+           "(Student t over seeds) at K_max.", "",
+           "| kind | s | d | target | r | seeds | K*(τ_base) | K*(τ_floor) | SW2 | on-support SW2 "
+           "| coverage | off-support E | MMD² |", "|" + "---|" * 13]
+  for row in rows:
+    def pm(m):
+      ci = row[f"{m}_ci"]
+      return _fmt(row[m]) + ("" if math.isnan(ci) else f" ± {ci:.2g}")
+    lines.append(
+        f"| {row['kind']} | {row['s']} | {row['d']} | {row['target']} | {row['r']:g} | "
+        f"{row['seeds']} | {_fmt(row['k_star_base'], 3)} [{row['k_star_base_censored']}] | "
+        f"{_fmt(row['k_star_floor'], 3)} [{row['k_star_floor_censored']}] | {pm('sw2')} | "
+        f"{pm('on_support_sw2')} | {pm('mode_coverage')} | {pm('off_support_energy')} | "
+        f"{pm('mmd2')} |")
+  with open(os.path.join(out, f"summary_{quality}.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def plot_quality_vs_k(runs, best, out, quality):
+  fig, axes = plt.subplots(1, len(TARGETS), figsize=(4.2 * len(TARGETS), 3.6), sharey=True)
+  dims = sorted({r["d"] for r in runs if r["kind"] == "sparse"})
+  styles = ["-", "--", ":", "-."]
+  for ax, target in zip(axes, TARGETS):
+    for i, d in enumerate(dims):
+      for tgt, r, colour in (("none", 0.0, "black"), (target, best.get(target), "tab:red")):
+        members = [m for m in runs if (m["kind"], m["s"], m["d"], m["target"], m["r"]) ==
+                   ("sparse", 2, d, tgt, r)]
+        if not members:
+          continue
+        ks = analysis.curve(members[0], quality)[0]
+        q = np.nanmean([analysis.curve(m, quality)[1] for m in members], axis=0)
+        label = f"{'r=0' if tgt == 'none' else f'r={r:g}'}, d={d}"
+        ax.plot(ks, q, styles[i % 4], color=colour, marker="o", ms=3, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_title(f"target = {target}")
+    ax.set_xlabel("sampling steps K (DDPM)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+  axes[0].set_ylabel(f"{quality} vs held-out (mean over seeds)")
+  fig.suptitle(f"Quality against K: baseline (black) vs each target's best r (red); s = 2")
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, f"quality_vs_k_{quality}.png"), dpi=110)
+  plt.close(fig)
+
+
+def plot_kstar_vs_d(rows, best, out, quality):
+  kinds = [k for k in ("sparse", "rotated") if any(r["kind"] == k for r in rows)]
+  fig, axes = plt.subplots(len(kinds), len(TARGETS), figsize=(4.2 * len(TARGETS),
+                                                              3.4 * len(kinds)),
+                           sharex=True, sharey=True, squeeze=False)
+  for i, kind in enumerate(kinds):
+    for ax, target in zip(axes[i], TARGETS):
+      for tgt, r, colour in (("none", 0.0, "black"), (target, best.get(target), "tab:red")):
+        pts = sorted((row["d"], row["k_star_base"], row["k_star_base_ci"]) for row in rows
+                     if (row["kind"], row["s"], row["target"], row["r"]) == (kind, 2, tgt, r))
+        if not pts:
+          continue
+        d, k, ci = map(np.array, zip(*pts))
+        ci = np.nan_to_num(ci)
+        ax.errorbar(d, k, yerr=[k - k * np.exp(-ci), k * np.exp(ci) - k], color=colour,
+                    marker="o", capsize=3, label="r=0" if tgt == "none" else f"r={r:g}")
+      ax.set_xscale("log", base=2)
+      ax.set_yscale("log", base=2)
+      ax.set_title(f"{kind}: target = {target}")
+      ax.grid(alpha=0.3, which="both")
+      ax.legend(fontsize=7)
+      if i == len(kinds) - 1:
+        ax.set_xlabel("ambient dimension d")
+    axes[i][0].set_ylabel("K*(τ = 1.1 × baseline at K=1000)")
+  fig.suptitle(f"Steps to quality ({quality}) against d; bars: 95% over seeds; s = 2")
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, f"kstar_vs_d_{quality}.png"), dpi=110)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  if not _WORKDIR.value or not os.path.isdir(_WORKDIR.value):
+    print(f"error: --workdir must be an existing sweep folder, got {_WORKDIR.value!r}",
+          file=sys.stderr)
+    sys.exit(2)
+  out = _OUT.value or _WORKDIR.value
+  os.makedirs(out, exist_ok=True)
+  quality = _QUALITY.value
+  runs = analysis.load_runs(_WORKDIR.value)
+  if not runs:
+    print(f"error: no finished runs (metrics.json) under {_WORKDIR.value}", file=sys.stderr)
+    sys.exit(2)
+  analysis.add_k_star(runs, quality)
+  rows = analysis.summarise(runs, quality)
+  best = analysis.best_r(rows)
+  write_tables(runs, rows, out, quality)
+  with open(os.path.join(out, f"best_r_{quality}.json"), "w") as f:
+    json.dump(best, f, indent=1)
+  lines = ["| kind | s | target | r | slope base | slope reg | (a) | (b) | (c) | verdict |",
+           "|" + "---|" * 10]
+  for kind in sorted({r["kind"] for r in runs}):
+    for s in sorted({r["s"] for r in runs if r["kind"] == kind}):
+      for target, r in best.items():
+        dec = analysis.decision(rows, kind=kind, s=s, target=target, r=r)
+        lines.append(f"| {kind} | {s} | {target} | {r:g} | {dec['base_slope']:.3g} | "
+                     f"{dec['reg_slope']:.3g} | {dec['a']} | {dec['b']} | {dec['c']} | "
+                     f"{dec['verdict']} |")
+  with open(os.path.join(out, f"decision_{quality}.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  plot_quality_vs_k(runs, best, out, quality)
+  plot_kstar_vs_d(rows, best, out, quality)
+  print("\n".join(lines))
+  arg = ",".join(f"{t}={r:g}" for t, r in best.items())
+  print(f"\n{len(runs)} runs. Stage B: python experiments/sweep.py "
+        f"--sweep=experiments/sweeps/sparsity_confirm.py --workdir=<dir> --sweep_arg={arg}")
+
+
+if __name__ == "__main__":
+  app.run(main)
