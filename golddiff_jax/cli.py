@@ -68,7 +68,9 @@ def unknown_field_message(error: BaseException) -> str:
     error = error.args[0]
   text = str(error.args[0]) if error.args else str(error)
   name, _, rest = text.partition("\n")
-  message = f"unknown config field {name.strip(chr(34) + chr(39))!r} in a --config override"
+  locked = re.match(r'Key "([^"]+)" does not exist', name)  # an assignment to a locked config
+  name = locked.group(1) if locked else name.strip(chr(34) + chr(39))
+  message = f"unknown config field {name!r} in a --config override"
   hint = re.search(r'Did you mean "([^"]+)"', rest)
   return message + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
 

@@ -1,17 +1,21 @@
 """One experiment run: ``run(config, workdir)`` (library code; never reads flags, notebook-safe).
 
-1. validate the config (`run_config.validate`) and check the workdir is writable;
-2. load the cached statistics from ``<workdir>/stats/<key>.npz`` (or ``config.stats.cache_dir``)
-   or load the data and fit them (a corrupt cache is recomputed);
-3. sample ``num_samples`` images in batches (progress bar over steps), initial noise and sampler
-   randomness on separate streams of ``config.seed``;
-4. write ``config.json``, ``samples.npz``, ``grid.png``, ``trajectory.png``, the plots of
-   `golddiff_jax.plots` (``concentration.png``, ``budgets.png``, ``step_seconds.png``),
-   ``metrics.json`` (written last: a run is finished when it exists) and append to ``log.txt``.
+1. validate the config (`run_config.validate`), build the mesh, check that the workdir (and
+   ``stats.cache_dir`` when set) can be written;
+2. remove a previous run's results (``metrics.json`` first);
+3. load the statistics from the shared cache (`golddiff_jax.stats_cache`: a file is reused only
+   if it was fitted from the same data and is valid) or load the data and fit them;
+4. sample ``num_samples`` images in batches (a progress bar over steps), initial noise and
+   sampler randomness on separate streams of ``config.seed`` (sample i's randomness depends on
+   i and the seed only);
+5. write ``config.json`` (before sampling), ``samples.npz``, ``grid.png``, ``trajectory.png``,
+   the plots of `golddiff_jax.plots` (``concentration.png``, ``budgets.png``,
+   ``step_seconds.png``) and ``metrics.json`` (written last, with the config's fingerprint: a run
+   is finished when it exists), and append to ``log.txt``.
 
 Every file is written atomically. Bad input raises ValueError: a bad config or workdir before
-anything is written, a data problem (e.g. a missing manual-download folder) before any result is
-(``log.txt`` records it).
+anything is written, a data problem (e.g. a missing manual-download folder) before any result is;
+a filesystem error (full disk) is a ValueError too. ``log.txt`` records the error.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ import jax
 import numpy as np
 
 import golddiff_jax as gd
-from golddiff_jax import budgets, outputs, plots, run_config, schedules, sharding
+from golddiff_jax import budgets, memory, outputs, plots, run_config, schedules, sharding
+from golddiff_jax import stats_cache
 from golddiff_jax import stats as stats_lib
-from golddiff_jax import data as data_lib
 
 # The run's own messages: INFO and up reach log.txt (and stderr under absl) even when the
 # library is used without absl's app, whose flags set the default verbosity.
@@ -37,7 +41,13 @@ log = logging.getLogger("golddiff_jax.run")
 log.setLevel(logging.INFO)
 
 
-def ensure_workdir(workdir: str) -> str:
+# What a run writes besides config.json and log.txt; removed when a run starts, metrics.json
+# (the "finished" mark) first, so that an interrupted rerun never looks finished.
+RESULTS = ("metrics.json", "samples.npz", "grid.png", "trajectory.png", "concentration.png",
+           "budgets.png", "step_seconds.png")
+
+
+def ensure_workdir(workdir: str, what: str = "workdir") -> str:
   """Creates ``workdir`` if needed; raises ValueError unless a file can be written in it."""
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -45,13 +55,28 @@ def ensure_workdir(workdir: str) -> str:
     os.close(fd)
     os.remove(probe)
   except OSError as e:
-    raise ValueError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from e
+    raise ValueError(f"{what} {workdir!r} is not writable: {e.strerror or e}") from e
   return os.path.abspath(workdir)
+
+
+def clear_results(workdir: str) -> None:
+  """Removes a previous run's results (`RESULTS`), metrics.json first."""
+  for name in RESULTS:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(os.path.join(workdir, name))
+
+
+class _QuietFileHandler(logging.FileHandler):
+  """A log file handler that drops a record it cannot write (e.g. on a full disk) silently: the
+  run's error is reported by the caller, not as a logging traceback."""
+
+  def handleError(self, record):  # noqa: N802 - logging's name
+    del record
 
 
 @contextlib.contextmanager
 def _log_to(path: str):
-  handler = logging.FileHandler(path, delay=True)
+  handler = _QuietFileHandler(path, delay=True)
   handler.setLevel(logging.INFO)
   handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
   root = logging.getLogger()
@@ -84,52 +109,15 @@ def run_mesh(config):
     raise ValueError(f"mesh.data={config.mesh.data}, mesh.batch={config.mesh.batch}: {e}") from e
 
 
-def _fit(config, mesh) -> stats_lib.Stats:
-  chunk = config.stats.chunk_size
-  if (mesh is not None and jax.process_count() > 1 and config.stats.source == "database"
-      and config.data.class_id is None):
-    # Multi-host: each process keeps its own slice; statistics are reduced across processes.
-    local = data_lib.load_images(config.data, gather=False)
-    log.info("loaded %d local images of shape %s", local.images.shape[0],
-             local.images.shape[1:])
-    return stats_lib.fit_process_local(local.images, mesh=mesh, chunk_size=chunk)
-  loaded = data_lib.load_images(config.data)
-  log.info("loaded %d images of shape %s", loaded.images.shape[0], loaded.images.shape[1:])
-  if config.stats.source == "database":
-    return gd.fit(loaded.images, chunk_size=chunk, mesh=mesh)
-  # Spec §7 / Q-16: the database is this selection, μ, λ, V are the whole split's.
-  everything = config.data.copy_and_resolve_references()
-  with everything.unlocked():
-    everything.class_id = None
-    everything.subset_size = config.stats.global_subset_size
-  overall = gd.fit(data_lib.load_images(everything).images, chunk_size=config.stats.chunk_size)
-  n = loaded.images.shape[0]
-  return stats_lib.from_arrays(loaded.images.reshape(n, -1), overall.mean, overall.eigvals,
-                               overall.eigvecs, overall.image_shape, mesh=mesh)
-
-
-def fit_or_load_stats(config, workdir: str, mesh=None) -> tuple[stats_lib.Stats, dict]:
-  """The run's statistics, from the workdir cache when it holds a valid file (sharded over
-  ``mesh`` when given)."""
-  directory = config.stats.get("cache_dir") or os.path.join(workdir, "stats")
-  path = os.path.join(directory, run_config.stats_key(config))
-  info = {"stats_path": path, "stats_cached": False}
-  if os.path.exists(path):
-    try:
-      stats = stats_lib.load(path, mesh=mesh)
-      if tuple(stats.image_shape) == run_config.image_shape(config):
-        log.info("reusing cached statistics %s (N=%d)", path, stats.num_images)
-        return stats, {**info, "stats_cached": True}
-      log.warning("cached statistics %s have image shape %s; recomputing", path,
-                      stats.image_shape)
-    except ValueError as e:
-      log.warning("cached statistics unreadable (%s); recomputing", e)
-  start = time.perf_counter()
-  stats = _fit(config, mesh)
-  info["fit_seconds"] = time.perf_counter() - start
-  if jax.process_index() == 0:
-    gd.save_stats(stats, path)
-  return stats, info
+def fit_or_load_stats(config, workdir: str | None = None, mesh=None
+                      ) -> tuple[stats_lib.Stats, dict]:
+  """The run's statistics through `golddiff_jax.stats_cache` (sharded over ``mesh`` when given):
+  cached in ``stats.cache_dir``, else in ``<workdir>/stats`` when ``workdir`` is given, else in
+  the shared cache beside the data (what `run` uses)."""
+  folder = None
+  if workdir is not None and not config.stats.get("cache_dir"):
+    folder = os.path.join(workdir, "stats")
+  return stats_cache.fit_or_load(config, mesh, folder)
 
 
 class _BarStream:
@@ -206,6 +194,7 @@ def _sample(config, stats, options: dict, mesh) -> tuple[dict, np.ndarray]:
       "step_seconds": np.stack([o.step_seconds for o in outs]),
       "compile_seconds": np.stack([o.compile_seconds for o in outs]),
       "prepare_seconds": np.asarray([o.prepare_seconds for o in outs]),
+      "step_bytes": np.stack([o.step_bytes for o in outs]),
   }
   return stacked, latents
 
@@ -264,15 +253,25 @@ def _write_results(config, workdir, stats, result, latents) -> None:
 
 
 def run(config, workdir: str) -> dict:
-  """Runs one experiment into ``workdir`` and returns its metrics (see the module docstring)."""
+  """Runs one experiment into ``workdir`` and returns its metrics (see the module docstring).
+
+  Raises ValueError for bad input and for filesystem errors (a full disk, a folder that cannot
+  be written); both are recorded in ``log.txt`` when it can still be written.
+  """
   run_config.validate(config)
   mesh = run_mesh(config)  # before the workdir: a mesh the devices cannot hold is bad input
+  if config.stats.get("cache_dir"):  # checked now, not after the fit
+    ensure_workdir(stats_cache.directory(config), "stats.cache_dir")
   workdir = ensure_workdir(workdir)
   is_main = jax.process_index() == 0
   log_file = _log_to(os.path.join(workdir, "log.txt")) if is_main else contextlib.nullcontext()
   with log_file as handler:
     try:
-      return _run(config, workdir, is_main, mesh)
+      try:
+        return _run(config, workdir, is_main, mesh)
+      except OSError as e:
+        where = f" ({e.filename})" if e.filename else ""
+        raise ValueError(f"filesystem error: {e.strerror or e}{where}") from e
     except ValueError as e:  # recorded in the log file only; the caller reports it
       if handler is not None:
         handler.handle(logging.makeLogRecord(
@@ -281,12 +280,15 @@ def run(config, workdir: str) -> dict:
 
 
 def _run(config, workdir: str, is_main: bool, mesh) -> dict:
+  started = memory.start()
   options = run_config.method_options(config)
   log.info("run: method=%s dataset=%s workdir=%s", config.method, config.data.dataset,
                workdir)
   log.info("mesh: %s", "none (one device)" if mesh is None else dict(mesh.shape))
+  if is_main:  # a previous run's results must not pass for this run's
+    clear_results(workdir)
   start = time.perf_counter()
-  stats, info = fit_or_load_stats(config, workdir, mesh)
+  stats, info = fit_or_load_stats(config, None, mesh)  # the shared cache
   setup_seconds = time.perf_counter() - start
   log.info("statistics: N=%d image_shape=%s %s (%.2f s)", stats.num_images,
                stats.image_shape, info, setup_seconds)
@@ -297,6 +299,7 @@ def _run(config, workdir: str, is_main: bool, mesh) -> dict:
   sampling_seconds = time.perf_counter() - start
   num_batches, steps = result["step_seconds"].shape
   metrics = {
+      "config_fingerprint": run_config.fingerprint(config),
       "method": config.method, "options": options, "dataset": config.data.dataset,
       "num_images": stats.num_images, "image_shape": list(stats.image_shape),
       "num_samples": int(latents.shape[0]),
@@ -310,7 +313,7 @@ def _run(config, workdir: str, is_main: bool, mesh) -> dict:
       # Spec §8.5: whole sampling wall time / (local batches × steps), compile included.
       "published_style_seconds_per_batch_step": sampling_seconds / (num_batches * steps),
       "setup_seconds": setup_seconds, **info,
-      "peak_memory": outputs.peak_memory(),
+      "peak_memory": memory.run_peak(started, result["step_bytes"].ravel()),
       "golden_budgets": _budgets(config, stats, result["timesteps"]),
       "backend": jax.default_backend(), "device_count": jax.device_count(),
       "process_count": jax.process_count(),

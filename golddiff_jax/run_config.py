@@ -7,6 +7,8 @@ fails here rather than after the data is loaded.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import numbers
 import re
 
@@ -69,11 +71,15 @@ def _validate_data(data) -> datasets.DatasetSpec:
   return spec
 
 
-def _database_size(config, spec: datasets.DatasetSpec) -> int | None:
-  """N when it is known without loading data (the built-in datasets), else None."""
-  if not spec.builtin or config.data.class_id is not None:
+def database_size(config) -> int | None:
+  """N when it is known without loading data (a built-in dataset, or a subset of a split that
+  holds at least that many images), else None."""
+  data = config.data
+  if data.class_id is not None:
     return None
-  return min(config.data.num_images, config.data.subset_size or config.data.num_images)
+  if datasets.get_spec(data.dataset).builtin:
+    return min(data.num_images, data.subset_size or data.num_images)
+  return data.subset_size
 
 
 def _validate_method(config, spec: datasets.DatasetSpec) -> None:
@@ -95,7 +101,7 @@ def _validate_method(config, spec: datasets.DatasetSpec) -> None:
   _int("denoiser.chunk_size", config.denoiser.chunk_size, minimum=1, optional=True)
   if hasattr(module, "check_options"):
     module.check_options(options)
-  n = _database_size(config, spec)
+  n = database_size(config)
   if config.method == "golddiff" and n is not None:
     bounds = budgets.resolve_budgets(n, golden.k_min, golden.k_max)
     budgets.check_ablation_options(bounds, dynamic_m=golden.dynamic_m,
@@ -139,6 +145,29 @@ def validate(config) -> None:
   if not 0.0 < config.diagnostics.mass <= 1.0:
     raise ValueError(f"diagnostics.mass must be in (0, 1], got {config.diagnostics.mass!r}")
   _validate_method(config, spec)
+
+
+def fingerprint(config) -> str:
+  """A short hash of the whole config (its JSON form): a run's outputs carry it, so results can
+  be matched to the config that produced them."""
+  from golddiff_jax import outputs  # pylint: disable=g-import-not-at-top (PIL: only here)
+  text = json.dumps(outputs.jsonable(config.to_dict()), sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def stats_source(config) -> dict:
+  """What the statistics of ``config`` are fitted from (stored in, and checked against, each
+  cached stats file)."""
+  data = config.data
+  spec = datasets.get_spec(data.dataset)
+  source = {"dataset": data.dataset, "split": data.split, "resolution": resolution(config),
+            "subset_size": data.subset_size, "class_id": data.class_id,
+            "stats_source": config.stats.source}
+  if spec.builtin:
+    source.update(num_images=data.num_images, data_seed=data.data_seed)
+  if config.stats.source == "global":
+    source["global_subset_size"] = config.stats.global_subset_size
+  return source
 
 
 def stats_key(config) -> str:

@@ -202,17 +202,26 @@ def unshard(stats: Stats) -> Stats:
                      host(stats.eigvals), host(stats.eigvecs), stats.image_shape)
 
 
-def save(stats: Stats, path: str) -> None:
-  """Writes `stats` to ``path`` (a .npz file) atomically: temp file, then rename."""
+def save(stats: Stats, path: str, *, source: dict | None = None) -> None:
+  """Writes `stats` to ``path`` (a .npz file) atomically: temp file, then rename.
+
+  ``source`` (JSON-able) describes what the statistics were fitted from; `load` can require it.
+  """
   stats = unshard(stats)
   arrays = {k: np.asarray(getattr(stats, k)) for k in ("database", "mean", "eigvals", "eigvecs")}
-  meta = {"version": _STATS_FORMAT_VERSION, "image_shape": list(stats.image_shape)}
+  meta = {"version": _STATS_FORMAT_VERSION, "image_shape": list(stats.image_shape),
+          "source": source}
   atomic_write(path, lambda f: np.savez(f, meta=np.asarray(json.dumps(meta)), **arrays))
 
 
-def load(path: str, *, mesh=None) -> Stats:
-  """Reads statistics written by `save` (sharded over ``mesh`` if given); raises ValueError if
-  the file is not a valid stats file."""
+def load(path: str, *, mesh=None, source: dict | None = None,
+         num_images: int | None = None) -> Stats:
+  """Reads statistics written by `save` (sharded over ``mesh`` if given).
+
+  Raises ValueError if the file is not a valid stats file, holds NaN/Inf or negative
+  eigenvalues, was saved with another ``source`` (when one is given) or holds another number of
+  images than ``num_images`` (when given).
+  """
   try:
     with np.load(path, allow_pickle=False) as f:
       meta = json.loads(str(f["meta"]))
@@ -221,11 +230,20 @@ def load(path: str, *, mesh=None) -> Stats:
     raise ValueError(f"{path} is not a readable golddiff_jax stats file: {e}") from e
   if meta.get("version") != _STATS_FORMAT_VERSION:
     raise ValueError(f"{path}: unsupported stats format version {meta.get('version')}")
+  if source is not None and meta.get("source") != source:
+    raise ValueError(f"{path} was fitted from {meta.get('source')}, not {source}")
   h, w, c = meta["image_shape"]
   d = h * w * c
   db = arrays["database"]
   if (db.ndim != 2 or db.shape[1] != d or arrays["mean"].shape != (d,)
       or arrays["eigvals"].shape != (d,) or arrays["eigvecs"].shape != (d, d)):
     raise ValueError(f"{path}: arrays do not match image shape {(h, w, c)}")
+  if num_images is not None and db.shape[0] != num_images:
+    raise ValueError(f"{path} holds {db.shape[0]} images, expected {num_images}")
+  for name, array in arrays.items():
+    if not np.all(np.isfinite(array)):
+      raise ValueError(f"{path}: {name} contains NaN or Inf")
+  if arrays["eigvals"].size and arrays["eigvals"].min() < 0:
+    raise ValueError(f"{path}: negative eigenvalues")
   return from_arrays(db, arrays["mean"], arrays["eigvals"], arrays["eigvecs"], (h, w, c),
                      mesh=mesh)
