@@ -40,19 +40,35 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return result
 
 
-def use_method(config: ml_collections.ConfigDict, method: str, *, pca_threshold: float,
-               pca_wssm_chunk: int, published: bool = False) -> None:
-  """Switches ``config`` to ``method`` with the dataset's baseline settings (spec §6, Q-14).
+# Locality-mask variants by name (the knobs are explained in golddiff_jax.masks). ``published``
+# is the published rule; DEFAULT_MASK is chosen by measurement on real digits (docs/results.md).
+MASK_VARIANTS = {
+    "published": {"eig_floor": 0.0, "diag_floor": 0.0, "threshold_scope": "global"},
+    "floor": {"eig_floor": 1e-3, "diag_floor": 0.0, "threshold_scope": "global"},
+}
+DEFAULT_MASK = "floor"
 
-  ``pca_locality`` gets the baseline θ; with ``published`` it uses the published biased WSSM
+
+def use_method(config: ml_collections.ConfigDict, method: str, *,
+               thresholds: dict[str, tuple[float, float]], pca_wssm_chunk: int,
+               published: bool = False, mask: str = DEFAULT_MASK) -> None:
+  """Switches ``config`` to ``method`` with the dataset's settings and mask variant ``mask``.
+
+  ``thresholds[mask]`` is (GoldDiff's θ, PCA-locality's θ) for that variant; a missing variant
+  uses the ``published`` pair. With ``published`` PCA-locality uses the published biased WSSM
   over ``pca_wssm_chunk``-sized chunks instead of the exact softmax.
   """
   if method not in METHODS:
     raise ValueError(f"unknown method {method!r}; valid methods: {list(METHODS)}")
+  if mask not in MASK_VARIANTS:
+    raise ValueError(f"unknown mask variant {mask!r}; valid: {sorted(MASK_VARIANTS)}")
   config.method = method
+  config.denoiser.update(MASK_VARIANTS[mask])
+  golddiff_theta, pca_theta = thresholds.get(mask, thresholds["published"])
+  config.denoiser.mask_threshold = golddiff_theta
+  config.denoiser.wssm_chunk = pca_wssm_chunk
   if method == "pca_locality":
-    config.denoiser.mask_threshold = pca_threshold
-    config.denoiser.wssm_chunk = pca_wssm_chunk
+    config.denoiser.mask_threshold = pca_theta
     if published:
       config.denoiser.softmax = "wssm"
 
@@ -60,15 +76,23 @@ def use_method(config: ml_collections.ConfigDict, method: str, *, pca_threshold:
 def dataset_config(arg: str | None, *, dataset: str, k_min: int, k_max: int,
                    mask_threshold: float, batch_size: int, pca_threshold: float,
                    pca_wssm_chunk: int, resolution: int | None = None,
-                   stats_chunk_size: int = 256) -> ml_collections.ConfigDict:
-  """The default config with one dataset's published settings (spec §6) and ``arg`` applied.
+                   stats_chunk_size: int = 256,
+                   floor_thresholds: tuple[float, float] | None = None
+                   ) -> ml_collections.ConfigDict:
+  """The default config with one dataset's published settings and ``arg`` applied.
 
-  ``arg`` keys: method, published, samples, steps, subset (the first n images; 0 = the whole
-  split; a subset scales the budgets with N as round(N/20), round(N/10)).
+  ``mask_threshold`` and ``pca_threshold`` are the published θ of GoldDiff and of the
+  PCA-locality baseline; ``floor_thresholds`` the pair for the ``floor`` mask variant (default:
+  the published pair).
+
+  ``arg`` keys: method, published, mask (a `MASK_VARIANTS` name), samples, steps, subset (the
+  first n images; 0 = the whole split; a subset scales the budgets with N as round(N/20),
+  round(N/10)).
   """
   from configs import default  # pylint: disable=g-import-not-at-top (default imports common)
 
-  arg = parse_arg(arg, method="golddiff", published=False, samples=128, steps=10, subset=0)
+  arg = parse_arg(arg, method="golddiff", published=False, mask=DEFAULT_MASK, samples=128,
+                  steps=10, subset=0)
   config = default.get_config()
   config.data.dataset = dataset
   if resolution is not None:
@@ -77,12 +101,14 @@ def dataset_config(arg: str | None, *, dataset: str, k_min: int, k_max: int,
   config.stats.chunk_size = stats_chunk_size
   config.golden.k_min, config.golden.k_max = (None, None) if arg.subset else (k_min, k_max)
   config.golden.low_res_dim = 16
-  config.denoiser.mask_threshold = mask_threshold
   config.denoiser.temperature = 1.0
   config.sampler.num_steps = arg.steps
   config.sampler.num_samples = arg.samples
   config.sampler.batch_size = batch_size
   config.seed = 7
-  use_method(config, arg.method, pca_threshold=pca_threshold, pca_wssm_chunk=pca_wssm_chunk,
-             published=arg.published)
+  thresholds = {"published": (mask_threshold, pca_threshold)}
+  if floor_thresholds is not None:
+    thresholds["floor"] = floor_thresholds
+  use_method(config, arg.method, thresholds=thresholds, pca_wssm_chunk=pca_wssm_chunk,
+             published=arg.published, mask=arg.mask)
   return config

@@ -18,15 +18,14 @@ from configs import common, imagenet64
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, cls=0, method="golddiff", published=False, samples=128, steps=10,
-                         stats="global")
+  arg = common.parse_arg(arg, cls=0, method="golddiff", published=False,
+                         mask=common.DEFAULT_MASK, samples=128, steps=10, stats="global")
   config = imagenet64.get_config(f"samples={arg.samples},steps={arg.steps}")
   config.data.class_id = arg.cls
   config.stats.source = arg.stats
   config.golden.k_min = 60
   config.golden.k_max = 120
-  config.denoiser.mask_threshold = 0.02
   config.sampler.batch_size = 64
-  common.use_method(config, arg.method, pca_threshold=0.02, pca_wssm_chunk=256,
-                    published=arg.published)
+  common.use_method(config, arg.method, thresholds={"published": (0.02, 0.02)},
+                    pca_wssm_chunk=256, published=arg.published, mask=arg.mask)
   return config

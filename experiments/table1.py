@@ -2,13 +2,16 @@ r"""The paper's main table (spec §8, §9.1): every analytical method against th
 
   python experiments/table1.py --config=configs/default.py --reference=workdir/reference_default \
       --output_dir=workdir/table1_default [--num_samples=128] [--batch_size=16] \
-      [--methods=optimal,wiener,pca_locality,golddiff] [--num_steps=10] [--seed=7]
+      [--methods=optimal,wiener,pca_locality,golddiff,pca_locality@published] [--num_steps=10]
+      [--seed=7]
 
 Protocol (spec §8):
 * Each method's config is the config file reloaded with ``method=<name>`` in its ``:arg`` (so a
-  baseline gets its dataset settings, e.g. PCA-locality's own θ, spec §6), then the
+  baseline gets its dataset settings, e.g. PCA-locality's own θ), then the
   ``--config.field=value`` overrides; its options are ``run_config.method_options``, and
-  ``run_config.validate`` checks it before anything runs. Statistics come from
+  ``run_config.validate`` checks it before anything runs. An entry ``<method>@<mask>`` adds a row
+  with the locality-mask variant ``<mask>`` (``mask=<mask>`` in the ``:arg``; see
+  ``configs.common.MASK_VARIANTS``), e.g. ``pca_locality@published`` for the published mask. Statistics come from
   ``run.fit_or_load_stats``, cached in ``<output_dir>/stats``.
 * The reference (``models.reference``, loaded first: a missing or incompatible checkpoint fails
   before any work) and every method start from the SAME latents, ``gd.noise`` of the first half
@@ -55,7 +58,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # the configs package lives at the repository root
 
 import golddiff_jax as gd  # pylint: disable=g-import-not-at-top
-from golddiff_jax import cli, metrics, outputs, run as run_lib, run_config
+from golddiff_jax import cli, masks, metrics, outputs, run as run_lib, run_config, schedules
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Analytical run config (data, options).")
 _REFERENCE = flags.DEFINE_string("reference", None, "Reference network checkpoint directory.")
@@ -85,16 +88,22 @@ def _load_module(path: str):
 
 def method_config(config_spec: str, overrides: dict, method: str, *, num_samples: int,
                   batch_size: int | None, num_steps: int, seed: int | None):
-  """The config file (``path[:arg]``) with ``method=<method>``, the overrides and the sampler
-  fields applied; validated (ValueError names the problem)."""
+  """The config file (``path[:arg]``) with ``method=<method>`` (and ``mask=<mask>`` for an entry
+  ``<method>@<mask>``), the overrides and the sampler fields applied; validated (ValueError names
+  the problem)."""
+  method, _, mask = method.partition("@")
   if method not in gd.METHODS:
     raise ValueError(f"unknown method {method!r}; valid methods: {sorted(gd.METHODS)}")
   path, _, arg = config_spec.partition(":")
   module = _load_module(path)
-  items = [i for i in arg.split(",") if i.strip() and i.partition("=")[0].strip() != "method"]
+  replaced = ("method", "mask") if mask else ("method",)
+  items = [i for i in arg.split(",") if i.strip() and i.partition("=")[0].strip() not in replaced]
+  items += [f"method={method}"] + ([f"mask={mask}"] if mask else [])
   try:
-    config = module.get_config(",".join(items + [f"method={method}"]))
+    config = module.get_config(",".join(items))
   except ValueError:  # a config file without a ``method`` argument: switch the field only
+    if mask:
+      raise
     config = module.get_config(arg or None)
     config.method = method
   try:
@@ -159,6 +168,15 @@ def reference_training_data(reference_dir: str, config) -> dict | None:
   except (OSError, ValueError, KeyError, TypeError):
     return None
   return {"data": {k: trained.get(k) for k in DATA_FIELDS}, "matches_database": bool(same)}
+
+
+def mask_density(stats, timesteps, options) -> list[float] | None:
+  """Mean number of inputs the locality mask keeps per output coordinate at each timestep (None
+  for a method without a mask)."""
+  if "mask_threshold" not in options:
+    return None
+  return [float(np.asarray(masks.mask_for(stats, schedules.alpha_bar(int(t)), options))
+                .sum(axis=0).mean()) for t in timesteps]
 
 
 def _memorization(images: np.ndarray, database) -> dict:
@@ -294,14 +312,15 @@ def make_table(config_spec: str, reference_dir: str, output_dir: str, *, overrid
   for m, config in configs.items():
     options = run_config.method_options(config)
     print(f"{m}: sampling {num_samples} images, options {options}", flush=True)
-    out = _sample_all(lambda x, b, m=m, options=options: gd.sample(
+    out = _sample_all(lambda x, b, m=config.method, options=options: gd.sample(
         stats, x, method=m, num_steps=num_steps, key=jax.random.fold_in(sample_key, b),
         **options), latents, batch)
     scores = metrics.trajectory_metrics(out["trajectory"], ref["trajectory"])
     out["memory"]["process_peak_bytes_after"] = outputs.peak_memory()["bytes"]
     results["methods"][m] = {
         "options": options, "scores": scores, "timing": out["timing"], "memory": out["memory"],
-        "memorization": _memorization(out["images"], stats.database)}
+        "memorization": _memorization(out["images"], stats.database),
+        "mask_inputs_per_output": mask_density(stats, out["timesteps"], options)}
     images[m] = out["images"]
     print(f"{m}: MSE {scores['mse']:.4f} r² {scores['r2']:.3f} s/step "
           f"{out['timing']['published_style_seconds_per_batch_step']:.3f}", flush=True)

@@ -14,7 +14,7 @@ from golddiff_jax import METHODS, run_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from configs import common, default  # noqa: E402  pylint: disable=g-import-not-at-top
+from configs import common, default, procedural  # noqa: E402  pylint: disable=g-import-not-at-top
 
 pytestmark = pytest.mark.filterwarnings("ignore:the load_module:DeprecationWarning")
 
@@ -131,7 +131,7 @@ def test_every_leaf_accepts_a_flag_override():
 
 
 def _valid_tiny(**changes):
-  config = default.get_config()
+  config = procedural.get_config()
   config.method = "pca_locality"
   for path, value in changes.items():
     *parents, field = path.split(".")
@@ -143,7 +143,7 @@ def _valid_tiny(**changes):
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"golden.k_min": 300}, "k_min=300 must be <= golden.k_max=200"),
+    ({"golden.k_min": 300, "golden.k_max": 200}, "k_min=300 must be <= golden.k_max=200"),
     ({"sampler.num_samples": -1}, "sampler.num_samples must be >= 1"),
     ({"sampler.batch_size": 0}, "sampler.batch_size must be >= 1"),
     ({"data.subset_size": -5}, "data.subset_size must be >= 2"),

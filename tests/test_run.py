@@ -15,7 +15,7 @@ from golddiff_jax import METHODS, run as run_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from configs import default  # noqa: E402  pylint: disable=g-import-not-at-top
+from configs import procedural  # noqa: E402  pylint: disable=g-import-not-at-top
 
 OUTPUTS = ("config.json", "samples.npz", "grid.png", "trajectory.png", "metrics.json", "log.txt")
 TINY = {"data.num_images": 48, "data.resolution": 8, "golden.low_res_dim": 4,
@@ -38,7 +38,7 @@ def cache_dir(tmp_path_factory):
 
 
 def tiny_config(data_dir, method="pca_locality", **changes):
-  config = default.get_config()
+  config = procedural.get_config()
   for path, value in {**TINY, "data.data_dir": data_dir, "method": method, **changes}.items():
     *parents, field = path.split(".")
     node = config
@@ -125,7 +125,7 @@ def test_launcher_one_step_end_to_end(data_dir, cache_dir, tmp_path):
   run_lib.run(tiny_config(data_dir, "wiener", **{"stats.cache_dir": cache_dir}),
               str(tmp_path / "fit"))  # fills the cache: the launcher skips TF and the fit
   workdir = tmp_path / "wd"
-  args = ["--config=configs/default.py", f"--workdir={workdir}", *_flags(data_dir),
+  args = ["--config=configs/procedural.py", f"--workdir={workdir}", *_flags(data_dir),
           f"--config.method={method}", "--config.sampler.num_steps=1",
           "--config.golden.k_min=2", "--config.golden.k_max=5", "--jax_platforms=cpu",
           f"--config.stats.cache_dir={cache_dir}"]
@@ -145,14 +145,14 @@ def test_launcher_one_step_end_to_end(data_dir, cache_dir, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--config=configs/missing.py"], "No such file"),
-    (["--config=configs/default.py", "--config.golden.k_min=500"], "k_min=500 must be <="),
-    (["--config=configs/default.py", "--config.nope=1"], "unknown config field 'nope'"),
-    (["--config=configs/default.py", "--config.data.dataset=afhq",
+    (["--config=configs/procedural.py", "--config.golden.k_min=500"], "k_min=500 must be <="),
+    (["--config=configs/procedural.py", "--config.nope=1"], "unknown config field 'nope'"),
+    (["--config=configs/procedural.py", "--config.data.dataset=afhq",
       "--config.data.manual_dir=/nonexistent/afhq"], "manual download"),
 ])
 def test_launcher_bad_input_is_one_clean_line(data_dir, tmp_path, args, message):
   workdir = tmp_path / "wd"
-  extra = [f"--config.data.data_dir={data_dir}"] if "configs/default.py" in args[0] else []
+  extra = [f"--config.data.data_dir={data_dir}"] if "configs/procedural.py" in args[0] else []
   result = _launch([*args, f"--workdir={workdir}", *extra])
   assert result.returncode == 2
   lines = [l for l in result.stderr.splitlines() if l.startswith("error:")]

@@ -22,7 +22,7 @@ def _load(path, name):
 sweep = _load("experiments/sweep.py", "sweep_under_test")
 
 STUDY = '''
-BASE_CONFIG = "configs/default.py:n=40,samples=2,steps=2"
+BASE_CONFIG = "configs/procedural.py:n=40,samples=2,steps=2"
 REFERENCE = "exact"
 
 def get_sweep(arg=None):

@@ -28,7 +28,7 @@ from golddiff_jax.data import procedural_images  # noqa: E402  pylint: disable=g
 from golddiff_jax.models import reference  # noqa: E402  pylint: disable=g-import-not-at-top
 import table1  # noqa: E402  pylint: disable=g-import-not-at-top
 
-DATA = {"data.num_images": 24, "data.resolution": 8}
+DATA = {"data.dataset": "procedural", "data.num_images": 24, "data.resolution": 8}
 OVERRIDES = {**DATA, "golden.low_res_dim": 4, "golden.k_min": None, "golden.k_max": None}
 SAMPLES, STEPS, BATCH = 5, 2, 2
 
@@ -41,7 +41,7 @@ def data_dir(tmp_path_factory):
 
 
 def _make_table(data_dir, reference_dir, output_dir, **kwargs):
-  return table1.make_table("configs/default.py", reference_dir, output_dir,
+  return table1.make_table("configs/procedural.py", reference_dir, output_dir,
                            overrides={**OVERRIDES, "data.data_dir": data_dir},
                            num_samples=SAMPLES, batch_size=BATCH, num_steps=STEPS,
                            grid_samples=4, **kwargs)
@@ -104,14 +104,14 @@ def check_outputs(output_dir: str) -> dict:
 
 def test_writes_every_output_with_every_method(stand_in_table):
   saved = check_outputs(stand_in_table[0])
-  # Each baseline keeps its own dataset settings (configs/default.py:method=pca_locality).
+  # Each baseline keeps its own dataset settings (configs/procedural.py:method=pca_locality).
   assert saved["methods"]["pca_locality"]["options"]["mask_threshold"] == 0.05
   assert saved["methods"]["golddiff"]["options"]["mask_threshold"] == 0.03
 
 
 def test_scores_are_the_metrics_of_runs_from_the_same_latents(stand_in_table, data_dir):
   output_dir, results, ref_model = stand_in_table
-  config = table1.method_config("configs/default.py", {**OVERRIDES, "data.data_dir": data_dir},
+  config = table1.method_config("configs/procedural.py", {**OVERRIDES, "data.data_dir": data_dir},
                                 "wiener", num_samples=SAMPLES, batch_size=BATCH,
                                 num_steps=STEPS, seed=None)
   stats, info = run_lib.fit_or_load_stats(config, output_dir)
@@ -119,7 +119,8 @@ def test_scores_are_the_metrics_of_runs_from_the_same_latents(stand_in_table, da
   noise_key, _ = jax.random.split(jax.random.key(config.seed))
   latents = gd.noise(noise_key, SAMPLES, stats.image_shape)
   ref = _stand_in_sample(ref_model, latents, num_steps=STEPS)
-  out = gd.sample(stats, latents, method="wiener", num_steps=STEPS)  # deterministic method
+  options = results["methods"]["wiener"]["options"]
+  out = gd.sample(stats, latents, method="wiener", num_steps=STEPS, **options)  # deterministic
   got = results["methods"]["wiener"]["scores"]
   want = metrics.trajectory_metrics(out.x0_trajectory, ref.x0_trajectory)
   for name in ("mse", "r2", "l1"):
@@ -138,7 +139,7 @@ def test_bad_inputs_raise_before_anything_is_written(tmp_path, data_dir):
   with pytest.raises(ValueError, match="each method once"):
     _make_table(data_dir, ref_dir, out, methods=["wiener", "wiener"])
   with pytest.raises(ValueError, match="num_samples must be >= 1"):
-    table1.make_table("configs/default.py", ref_dir, out, overrides=OVERRIDES, num_samples=0)
+    table1.make_table("configs/procedural.py", ref_dir, out, overrides=OVERRIDES, num_samples=0)
   with pytest.raises(ValueError, match="does not exist|no .*checkpoint"):
     _make_table(data_dir, str(tmp_path / "missing"), out)
   assert not os.path.exists(out)
@@ -153,7 +154,7 @@ def _cli(*args):
 def test_cli_flag_errors_are_one_line(tmp_path):
   out = tmp_path / "table"
   for flag, message in (("--num_samples=0", "num_samples"), ("--methods=optimal,nope", "nope")):
-    proc = _cli("--config=configs/default.py", f"--reference={tmp_path}", f"--output_dir={out}",
+    proc = _cli("--config=configs/procedural.py", f"--reference={tmp_path}", f"--output_dir={out}",
                 flag)
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
@@ -192,12 +193,12 @@ def test_trained_reference_end_to_end(reference_dir, data_dir, tmp_path):
   ref = reference.sample(reference.load_reference(reference_dir),
                          gd.noise(jax.random.split(jax.random.key(7))[0], SAMPLES, (8, 8, 3)),
                          num_steps=STEPS)
-  config = table1.method_config("configs/default.py", {**OVERRIDES, "data.data_dir": data_dir},
+  config = table1.method_config("configs/procedural.py", {**OVERRIDES, "data.data_dir": data_dir},
                                 "wiener", num_samples=SAMPLES, batch_size=BATCH,
                                 num_steps=STEPS, seed=None)
   stats, _ = run_lib.fit_or_load_stats(config, output_dir)
   out = gd.sample(stats, gd.noise(jax.random.split(jax.random.key(7))[0], SAMPLES, (8, 8, 3)),
-                  method="wiener", num_steps=STEPS)
+                  method="wiener", num_steps=STEPS, **results["methods"]["wiener"]["options"])
   assert results["methods"]["wiener"]["scores"]["r2"] == pytest.approx(
       metrics.r2(out.images, ref.images), rel=1e-4, abs=1e-5)
 
@@ -208,7 +209,7 @@ def test_wrong_shape_reference_is_a_clean_error_with_nothing_written(reference_d
   out = tmp_path / "table"
   overrides = {**OVERRIDES, "data.resolution": 4, "data.data_dir": data_dir,
                "golden.k_min": 2, "golden.k_max": 4}
-  proc = _cli("--config=configs/default.py", f"--reference={reference_dir}",
+  proc = _cli("--config=configs/procedural.py", f"--reference={reference_dir}",
               f"--output_dir={out}", "--num_samples=2",
               *[f"--config.{k}={v}" for k, v in overrides.items()])
   assert proc.returncode == 2, proc.stderr
@@ -216,3 +217,16 @@ def test_wrong_shape_reference_is_a_clean_error_with_nothing_written(reference_d
   assert last.startswith("error: ") and "8×8×3" in last and "4×4×3" in last
   assert "Traceback" not in proc.stderr
   assert not out.exists()
+
+
+def test_mask_variant_rows_reload_the_config_with_that_mask(data_dir):
+  overrides = {**OVERRIDES, "data.data_dir": data_dir}
+  kwargs = dict(num_samples=SAMPLES, batch_size=BATCH, num_steps=STEPS, seed=None)
+  published = table1.method_config("configs/default.py", overrides, "pca_locality@published",
+                                   **kwargs)
+  assert published.method == "pca_locality"
+  assert published.denoiser.eig_floor == 0.0 and published.denoiser.mask_threshold == 0.005
+  floor = table1.method_config("configs/default.py", overrides, "golddiff@floor", **kwargs)
+  assert floor.method == "golddiff" and floor.denoiser.eig_floor > 0
+  with pytest.raises(ValueError, match="unknown mask variant"):
+    table1.method_config("configs/default.py", overrides, "golddiff@nope", **kwargs)

@@ -305,12 +305,12 @@ def test_cli_trains_and_resumes_the_default_config(tmp_path):
   """End to end through TFDS: the default config (real data path) for 2 steps, then 1 more."""
   workdir, data_dir = tmp_path / "wd", tmp_path / "tfds"
   common = ["--config=configs/train/default.py", f"--workdir={workdir}",
-            f"--config.data.data_dir={data_dir}", "--config.data.num_images=64",
+            f"--config.data.data_dir={data_dir}", "--config.data.subset_size=64",
             "--config.train.log_every=1", "--config.train.checkpoint_every=2"]
   first = _cli(*common, "--config.train.num_steps=2")
   assert first.returncode == 0, first.stderr
   second = _cli(*common, "--config.train.num_steps=3")
   assert second.returncode == 0, second.stderr
   assert [m["step"] for m in _read_metrics(workdir)] == [1, 2, 3]
-  model = reference.load_reference(str(workdir), image_shape=(32, 32, 3))
+  model = reference.load_reference(str(workdir), image_shape=(28, 28, 1))
   assert model.step == 3 and model.arch["ch"] == 16

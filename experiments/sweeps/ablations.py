@@ -1,4 +1,4 @@
-"""GoldDiff ablations (spec §5.3) on the embedded default dataset (procedural 32×32×3, N=2000).
+"""GoldDiff ablations (spec §5.3) on the procedural images (configs/procedural.py: 32×32×3, N=2000).
 
     python experiments/sweep.py --sweep=experiments/sweeps/ablations.py --workdir=/tmp/ablations
 
@@ -11,7 +11,7 @@ budgets are k_min = 100 = N/20 and k_max = 200 = N/10.
 ``--sweep_arg=quick`` keeps only the reference, the default and one run per switch family.
 """
 
-BASE_CONFIG = "configs/default.py"
+BASE_CONFIG = "configs/procedural.py"
 REFERENCE = "pca_locality"
 
 
