@@ -228,3 +228,55 @@ def test_ten_step_run_traces_one_step_function(setup, monkeypatch):
                   **{**COMMON, "k_min": 5})  # B = 3 and k_min = 5: shapes unique to this test
   assert 1 <= len(traces) <= 3, len(traces)
   assert np.isfinite(out.images).all()
+
+
+def test_expansion_steps_and_auto_index_lists(setup, monkeypatch):
+  """high_noise='expansion' answers the steps with ᾱ_t ≤ high_noise_abar in closed form (the
+  rest retrieve as before); auto uses index lists where the mask is local, with the same result
+  as the dense product; a 10-step run with all three step kinds traces at most 3 functions."""
+  from golddiff_jax import high_noise
+  stats = setup[0]
+  # This tiny database's masks are 71–86% dense; let the two least dense steps (longest
+  # columns 156 and 148 of D = 192) take index lists of one padded width.
+  monkeypatch.setattr(golddiff, "SPARSE_MAX_RATIO", 0.82)
+  timesteps = schedules.ddim_timesteps(10)
+  abars = [schedules.alpha_bar(t) for t in timesteps]
+  options = {**golddiff.OPTIONS, **COMMON, "mask_impl": "auto", "high_noise": "expansion",
+             "high_noise_abar": 0.002}
+  plans = golddiff.prepare_run(stats, abars, options, 8)
+  kinds = ["expansion" if p.expansion is not None else p.locality.impl for p in plans]
+  assert kinds == ["expansion"] * 2 + ["dense"] * 6 + ["sparse"] * 2, kinds
+  assert plans[-1].locality.index.shape == plans[-2].locality.index.shape == (stats.dim, 156)
+  dense = golddiff.prepare_run(stats, abars, {**options, "mask_impl": "dense",
+                                              "high_noise": "pool"}, 8)
+  moments = high_noise.database_moments(stats.database)
+  for t, abar, plan, ref, kind in zip(timesteps, abars, plans, dense, kinds):
+    x = _noisy(setup, t)
+    key = jax.random.key(int(t))
+    got = _apply(stats, plan, x, key)
+    if kind == "expansion":
+      mask = golddiff.masks.mask_for(stats, abar, options)
+      want = high_noise.apply(high_noise.prepare(moments, mask, abar), x)
+    else:
+      want = _apply(stats, ref, x, key)
+    # Index lists sum in another order than the GEMM: float32 rounding, amplified by the logit
+    # scale 1/(2σ²) (4.8 at t = 100, 5000 at t = 0).
+    atol = {"expansion": 2e-5, "dense": 2e-5, "sparse": 2e-4}[kind] if t > 0 else 5e-3
+    np.testing.assert_allclose(got, want, atol=atol, rtol=0)
+  traces = []
+  original = golddiff.apply
+  monkeypatch.setattr(golddiff, "apply",
+                      lambda *a, **k: traces.append(1) or original(*a, **k))
+  latents = setup[2][:5].reshape(5, 8, 8, 3)  # B = 5: shapes unique to this test
+  gd.sample(stats, latents, method="golddiff", num_steps=10, key=jax.random.key(0),
+            **{**COMMON, "mask_impl": "auto", "high_noise": "expansion"})
+  assert len(traces) <= 3, len(traces)
+
+
+def test_high_noise_options_raise(setup):
+  stats = setup[0]
+  x = np.zeros((2, 8, 8, 3), np.float32)
+  with pytest.raises(ValueError, match="high_noise must be one of"):
+    gd.denoise(stats, x, 900, method="golddiff", high_noise="taylor")
+  with pytest.raises(ValueError, match="high_noise_abar"):
+    gd.denoise(stats, x, 900, method="golddiff", high_noise_abar=1.5)

@@ -23,9 +23,13 @@ code), ``low_res_dim`` (16; 0 = automatic, negative raises), ``mask_threshold`` 
 ``mask_impl`` (auto | dense | bf16x3 | sparse), ``select`` (exact | approx | bucket | threshold),
 ``recall_target``, ``dynamic_m``/``dynamic_k``/``static_m``/``static_k`` (spec §5.3),
 ``random_retrieval``, ``proxy_repeat_factor`` ρ and ``proxy_upsample_mode`` (repeat | bilinear),
-``chunk_size`` (rows per step of the coarse scan over N; None = automatic) and
-``subset_chunk_size`` (subset rows per step of the fine and aggregation stages; None = automatic).
-Chunk sizes are memory knobs only.
+``chunk_size`` (rows per step of the coarse scan over N; None = automatic),
+``subset_chunk_size`` (subset rows per step of the fine and aggregation stages; None = automatic),
+``high_noise`` ("pool": the published random pool at every step; "expansion": steps with
+ᾱ_t ≤ ``high_noise_abar`` use `golddiff_jax.high_noise`, the first-order expansion of the masked
+softmax over all N images, whose cost does not depend on N or k). Chunk sizes are memory knobs
+only. ``mask_impl="auto"`` picks per step the dense product or, where the mask is local enough
+(`SPARSE_MAX_RATIO`), per-output index lists, so each output reads only its own inputs.
 
 The "repeat" proxy (ρ > 1) is computed as ρ·‖x_t − a_t x_i‖² on the database itself, which is
 the tiled proxy's distance without materialising a ρ·D copy.
@@ -42,8 +46,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from golddiff_jax import (budgets as budgets_lib, masks, retrieval, select as select_lib, sharding,
-                          softmax)
+from golddiff_jax import (budgets as budgets_lib, high_noise as high_noise_lib, masks, retrieval,
+                          select as select_lib, sharding, softmax)
 from golddiff_jax.denoisers import pca_locality
 from golddiff_jax.stats import Stats
 
@@ -51,8 +55,15 @@ OPTIONS = {"k_min": None, "k_max": None, "low_res_dim": 16, "mask_threshold": 0.
            **masks.PUBLISHED, "temperature": 1.0, "softmax": "exact", "mask_impl": "auto", "select": "exact",
            "recall_target": 0.95, "dynamic_m": True, "dynamic_k": True, "static_m": None,
            "static_k": None, "random_retrieval": False, "proxy_repeat_factor": 1,
-           "proxy_upsample_mode": "repeat", "chunk_size": None, "subset_chunk_size": None}
+           "proxy_upsample_mode": "repeat", "chunk_size": None, "subset_chunk_size": None,
+           "high_noise": "pool", "high_noise_abar": 0.002}
 PROXY_MODES = ("repeat", "bilinear")
+HIGH_NOISE = ("pool", "expansion")
+# auto: the per-sample masked product uses the index-list (gather-sum) form when the longest
+# column of the mask has at most this fraction of D inputs. Measured on the benchmark's data
+# (N = 5000, 32×32×3, B = 16, θ = 0.03): aggregation time sparse/dense = 0.36 at P/D = 0.038,
+# 0.67 at 0.074 and 1.2 at 0.13 (docs/benchmarks.md).
+SPARSE_MAX_RATIO = 0.08
 _SCAN_BYTES = 64 * 2**20
 
 
@@ -69,7 +80,7 @@ class Plan:
   at some step), so that the fine stage must rank them nearest first.
   """
   abar: jax.Array
-  locality: pca_locality.Plan
+  locality: pca_locality.Plan | None  # None at a step that uses the expansion
   proxy_db: jax.Array | None      # [N, d_p], shared by every step; None for "identity"
   proxy_sq: jax.Array | None      # [N]
   m: jax.Array
@@ -84,6 +95,7 @@ class Plan:
   random_retrieval: bool = flax.struct.field(pytree_node=False)
   coarse_chunk: int = flax.struct.field(pytree_node=False)
   fine_chunk: int = flax.struct.field(pytree_node=False)
+  expansion: high_noise_lib.Expansion | None = None  # the closed-form high-noise step
 
 
 def _optional_int(options, name):
@@ -111,6 +123,11 @@ def check_options(options: dict) -> None:
                      f"(the tiled form needs a candidate set shared by the batch)")
   if options["softmax"] != "exact":
     raise ValueError(f"golddiff supports softmax='exact' only, got {options['softmax']!r}")
+  if options["high_noise"] not in HIGH_NOISE:
+    raise ValueError(f"high_noise must be one of {HIGH_NOISE}, got {options['high_noise']!r}")
+  bound = options["high_noise_abar"]
+  if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not 0.0 <= bound < 1.0:
+    raise ValueError(f"high_noise_abar must be in [0, 1), got {bound!r}")
   select_lib.check_method(options["select"])
   select_lib.check_recall(options["recall_target"])
   for name in ("dynamic_m", "dynamic_k", "random_retrieval"):
@@ -217,19 +234,58 @@ def prepare_run(stats: Stats, abars, options: dict, batch: int) -> list[Plan]:
   local_options = {"mask_impl": options["mask_impl"], "softmax": "exact", "wssm_chunk": 1,
                    "temperature": options["temperature"],
                    "chunk_size": options["subset_chunk_size"]}
-  size = max(k for _, k in sizes)
-  pool = any(m < n for m, _ in sizes)
-  ranked = any(k < size for _, k in sizes)
+  expand = [options["high_noise"] == "expansion"
+            and float(abar) <= float(options["high_noise_abar"]) for abar in abars]
+  retrieved = [mk for mk, e in zip(sizes, expand) if not e] or sizes
+  size = max(k for _, k in retrieved)
+  pool = any(m < n for m, _ in retrieved)
+  ranked = any(k < size for _, k in retrieved)
+  moments = high_noise_lib.database_moments(stats.database, n) if any(expand) else None
+  step_masks = [masks.mask_for(stats, abar, options) for abar in abars]
+  localities = _locality_plans(step_masks, abars, expand, local_options, batch)
   plans = []
-  for abar, (m, k) in zip(abars, sizes):
-    mask = masks.mask_for(stats, abar, options)
-    locality = pca_locality.build_plan(mask, abar, local_options, batch)
+  for abar, (m, k), mask, locality, e in zip(abars, sizes, step_masks, localities, expand):
+    expansion = (high_noise_lib.prepare(moments, mask, abar, float(options["temperature"]))
+                 if e else None)
     plans.append(Plan(abar=jnp.float32(abar), locality=locality, proxy_db=proxy_db,
                       proxy_sq=proxy_sq, m=jnp.int32(m), k=jnp.int32(k), size=size, pool=pool,
                       ranked=ranked, survivors=bounds.k_max, proxy=kind,
                       select=options["select"], recall_target=float(options["recall_target"]),
                       random_retrieval=random_only, coarse_chunk=coarse,
-                      fine_chunk=int(fine)))
+                      fine_chunk=int(fine), expansion=expansion))
+  return plans
+
+
+def _longest_column(mask: jax.Array) -> int:
+  return int(jnp.max(jnp.sum(mask != 0, axis=0)))
+
+
+def _locality_plans(step_masks, abars, expand, local_options: dict,
+                    batch: int) -> list[pca_locality.Plan | None]:
+  """Each retrieval step's masked-product plan (None at expansion steps).
+
+  ``auto`` picks, per step, the index-list form when the mask's longest column has at most
+  ``SPARSE_MAX_RATIO``·D inputs (each output then reads only its own inputs), else the dense
+  product. The index lists of all such steps are padded to one width, so they share a compile
+  (the gather-sum loop stops at each step's own longest list).
+  """
+  plans = []
+  for mask, abar, e in zip(step_masks, abars, expand):
+    if e:
+      plans.append(None)
+      continue
+    step_options = local_options
+    if local_options["mask_impl"] == "auto" and (
+        _longest_column(mask) <= SPARSE_MAX_RATIO * mask.shape[0]):
+      step_options = {**local_options, "mask_impl": "sparse"}
+    plans.append(pca_locality.build_plan(mask, abar, step_options, batch))
+  lists = [p for p in plans if p is not None and p.impl == "sparse"]
+  width = max((p.index.shape[1] for p in lists), default=0)
+  for j, plan in enumerate(plans):
+    if plan is not None and plan.impl == "sparse" and plan.index.shape[1] < width:
+      index = jnp.pad(plan.index, ((0, 0), (0, width - plan.index.shape[1])),
+                      constant_values=plan.index.shape[0])
+      plans[j] = plan.replace(index=index)
   return plans
 
 
@@ -349,6 +405,8 @@ def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array,
 
 def apply(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None = None) -> jax.Array:
   """x_t [B, D] → x̂_0 [B, D]. ``key`` drives the pre-sampling (None: ``jax.random.key(0)``)."""
+  if plan.expansion is not None:
+    return high_noise_lib.apply(plan.expansion, x_t)
   key = jax.random.key(0) if key is None else key
   subset = golden_subset(stats, plan, x_t, key)
   count = plan.k if plan.ranked else None
@@ -367,6 +425,8 @@ def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | Non
                   mesh) -> jax.Array:
   """`apply` with the database (and proxy database) sharded over ``mesh``; same result for the
   same key on any device count (the pool is drawn per global row, `retrieval.pool_bits`)."""
+  if plan.expansion is not None:  # no database access: the moments are replicated
+    return high_noise_lib.apply(plan.expansion, x_t)
   key = jax.random.key(0) if key is None else key
   batch = x_t.shape[0]
   queries = sharding.batch_spec(mesh)

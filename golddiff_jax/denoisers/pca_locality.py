@@ -180,12 +180,14 @@ def masked_distance(delta: jax.Array, plan: Plan) -> jax.Array:
   index = jnp.pad(plan.index, ((0, 0), (0, groups * group - slots)),
                   constant_values=delta.shape[1])
   index = index.reshape(index.shape[0], groups, group).transpose(1, 0, 2)
+  # Lists are filled from slot 0 and padded at the end, so only the groups up to the longest
+  # list hold inputs: the loop stops there (lists padded to a run-wide width cost nothing extra).
+  active = jnp.sum(jnp.any(index[:, :, 0] < delta.shape[1], axis=1))
 
-  def body(dist_t, group_index):
-    return dist_t + gather_sum(group_index), None
+  def body(g, dist_t):
+    return dist_t + gather_sum(index[g])
 
-  dist_t, _ = jax.lax.scan(body, jnp.zeros_like(delta_t[:-1]), index)
-  return dist_t.T
+  return jax.lax.fori_loop(0, active, body, jnp.zeros_like(delta_t[:-1])).T
 
 
 def apply_to_candidates(candidates: jax.Array, plan: Plan, x_t: jax.Array,
