@@ -228,6 +228,8 @@ def main(argv):
   if not sweep or not workdir:
     print("error: --sweep and --workdir are required", file=sys.stderr)
     sys.exit(2)
+  from golddiff_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.quiet_library_logs()
   import jax  # pylint: disable=g-import-not-at-top
   if not jax.config.jax_compilation_cache_dir:  # runs and reruns share compiled steps
     jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))

@@ -10,6 +10,7 @@ on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import sys
+import logging
 import re
 from typing import Callable, NoReturn, Sequence
 
@@ -57,6 +58,17 @@ def flags_parser(config: flags.FlagHolder, *, required: Sequence[flags.FlagHolde
     return rest
 
   return parse
+
+
+# Library loggers whose INFO lines are start-up noise for a user of the launchers (e.g. JAX's
+# "Unable to initialize backend 'tpu'" on every machine without a TPU). Warnings still show.
+NOISY_LOGGERS = ("jax._src.xla_bridge",)
+
+
+def quiet_library_logs() -> None:
+  """Raises `NOISY_LOGGERS` to WARNING (call before JAX picks its backend)."""
+  for name in NOISY_LOGGERS:
+    logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def unknown_field_message(error: BaseException) -> str:

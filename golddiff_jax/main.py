@@ -25,6 +25,7 @@ def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  cli.quiet_library_logs()
   if _CONFIG.value.get("mesh", {}).get("distributed", False) is True:
     try:  # multi-host: coordinator, process id and count come from the cluster environment
       jax.distributed.initialize()

@@ -472,3 +472,10 @@ def test_peak_memory_is_the_runs_not_the_process(monkeypatch):
   assert memory.run_peak(started, [123, 456, -1])["bytes"] == 456
   device["bytes"] = 7000
   assert memory.run_peak(started, [123])["bytes"] == 7000
+
+
+def test_library_start_up_logs_are_quieted():
+  import logging  # pylint: disable=g-import-not-at-top
+  cli.quiet_library_logs()
+  for name in cli.NOISY_LOGGERS:
+    assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
