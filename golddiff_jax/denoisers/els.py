@@ -283,15 +283,21 @@ def _box(y: jax.Array, k: int) -> jax.Array:
                                (1, 1, 1), "VALID")
 
 
+# XLA:CPU runs a convolution through its fast (Eigen) path only in this canonical layout; any
+# other output layout falls back to a loop ~10× slower, so the logits are transposed afterwards.
 _DIMS = ("NHWC", "HWIO", "NHWC")
+_DIRECT_DIMS = ("NHWC", "HWIO", "NCHW")
+DIRECT_TAPS = 25  # measured on CPU: direct wins for k ≤ 5 (C = 1), canonical from k = 7
 
 
 def part_logits(part: Part, q: Queries, images: jax.Array, valid: jax.Array, plan: Plan,
-                batch: int) -> tuple[jax.Array, jax.Array]:
-  """(logits [M, B, Q, 1], centre values) of one part for a chunk of images [c, H, W, C].
+                batch: int) -> tuple[jax.Array, jax.Array, int]:
+  """(logits, centre values, candidate axis) of one part for a chunk of images [c, H, W, C].
 
-  ``valid`` [c] marks real images. Values are [M, C] for ``grid`` and [M, G, C] for ``rows``
-  (the candidate's centre row depends on the query's border row).
+  ``grid``: logits [B, Q, 1, M] (candidates minor, so the softmax reductions run along
+  contiguous memory), values [M, C]. ``rows``: logits [M, B, Q, 1] (the grouped convolution's
+  output layout; transposing it costs more than it saves), values [M, G, C] (the candidate's
+  centre row depends on the query's border row). ``valid`` [c] marks real images.
   """
   k, r = plan.patch_size, plan.patch_size // 2
   a = jnp.sqrt(plan.abar)
@@ -299,36 +305,40 @@ def part_logits(part: Part, q: Queries, images: jax.Array, valid: jax.Array, pla
   y = _frame(images, part)
   num, _, width, chans = y.shape
   if part.kind == "grid":
-    cross = jax.lax.conv_general_dilated(y, q.filters, (1, 1), "VALID", dimension_numbers=_DIMS,
-                                         precision=HIGHEST)  # [c, H', W', B·Q]
-    cand = cross.shape[1] * cross.shape[2]
-    cross = cross.reshape(num * cand, batch, -1)
-    sq = _box(y, k).reshape(num * cand, 1, 1)
+    if k * k * chans <= DIRECT_TAPS:  # [c, B·Q, H', W'] straight from the convolution
+      cross = jax.lax.conv_general_dilated(y, q.filters, (1, 1), "VALID",
+                                           dimension_numbers=_DIRECT_DIMS, precision=HIGHEST)
+      cand = cross.shape[2] * cross.shape[3]
+      cross = cross.reshape(num, batch, -1, cand).transpose(1, 2, 0, 3)  # [B, Q, c, P']
+    else:
+      cross = jax.lax.conv_general_dilated(y, q.filters, (1, 1), "VALID",
+                                           dimension_numbers=_DIMS, precision=HIGHEST)
+      cand = cross.shape[1] * cross.shape[2]
+      cross = cross.reshape(num, cand, batch, -1).transpose(2, 3, 0, 1)  # [B, Q, c, P']
+    dist = (q.norms[:, :, None, None] + (a * a) * _box(y, k).reshape(num, cand)
+            - (2.0 * a) * cross)
+    logits = jnp.where(valid[:, None], scale * dist, -jnp.inf)
     values = y[:, r:y.shape[1] - r, r:width - r, :].reshape(num * cand, chans)
-    ok = jnp.repeat(valid, cand)[:, None, None]
-  else:
-    g, nq = len(part.rows), len(part.cols)
-    yp = jnp.pad(y, ((0, 0), (r, r), (r, r), (0, 0)))
-    strips = jnp.concatenate([yp[:, h:h + k] for h in part.rows], axis=-1)  # [c, k, Wp, G·C]
-    cross = jax.lax.conv_general_dilated(strips, q.filters, (1, 1), "VALID",
-                                         dimension_numbers=_DIMS, precision=HIGHEST,
-                                         feature_group_count=g)  # [c, 1, W, G·B·Q]
-    cross = cross.reshape(num, width, g, batch, nq).transpose(0, 1, 3, 2, 4)
-    box = _box(yp, k)[:, jnp.asarray(part.rows)]  # [c, G, W]
-    sq = box.transpose(0, 2, 1)[:, :, None, :, None]  # [c, W, 1, G, 1]
-    mask = jnp.asarray(np.asarray(part.mask))[None, :, None, None, :]  # [1, W, 1, 1, Q]
-    ok = valid[:, None, None, None, None] & mask
-    shape = (num, width, 1, g, nq)
-    cross = cross.reshape(num * width, batch, g * nq)
-    sq, ok = (jnp.broadcast_to(v, shape).reshape(num * width, 1, g * nq) for v in (sq, ok))
-    values = y[:, jnp.asarray(part.rows)].transpose(0, 2, 1, 3).reshape(num * width, g, chans)
-  dist = q.norms[None] + (a * a) * sq - (2.0 * a) * cross
-  logits = jnp.where(ok, scale * dist, -jnp.inf)
-  return logits[..., None], values
+    return logits.reshape(batch, -1, 1, num * cand), values, -1
+  g, nq = len(part.rows), len(part.cols)
+  yp = jnp.pad(y, ((0, 0), (r, r), (r, r), (0, 0)))
+  strips = jnp.concatenate([yp[:, h:h + k] for h in part.rows], axis=-1)  # [c, k, Wp, G·C]
+  cross = jax.lax.conv_general_dilated(strips, q.filters, (1, 1), "VALID",
+                                       dimension_numbers=_DIMS, precision=HIGHEST,
+                                       feature_group_count=g)  # [c, 1, W, G·B·Q]
+  cross = cross.reshape(num, width, g, batch, nq).transpose(0, 1, 3, 2, 4)  # [c, W, B, G, Q]
+  box = _box(yp, k)[:, jnp.asarray(part.rows)]  # [c, G, W]
+  sq = box.transpose(0, 2, 1)[:, :, None, :, None]  # [c, W, 1, G, 1]
+  mask = jnp.asarray(np.asarray(part.mask))[None, :, None, None, :]  # [1, W, 1, 1, Q]
+  ok = valid[:, None, None, None, None] & mask
+  dist = q.norms.reshape(1, 1, batch, g, nq) + (a * a) * sq - (2.0 * a) * cross
+  logits = jnp.where(ok, scale * dist, -jnp.inf).reshape(num * width, batch, g * nq, 1)
+  values = y[:, jnp.asarray(part.rows)].transpose(0, 2, 1, 3).reshape(num * width, g, chans)
+  return logits, values, 0
 
 
 def _weighted_grid(p: jax.Array, values: jax.Array) -> jax.Array:
-  return jnp.einsum("mbq,mc->bqc", p[..., 0], values, precision=HIGHEST)
+  return jnp.einsum("bqm,mc->bqc", p[:, :, 0], values, precision=HIGHEST)
 
 
 def _weighted_rows(p: jax.Array, values: jax.Array) -> jax.Array:
@@ -354,9 +364,9 @@ def fold(states, qs, images: jax.Array, valid: jax.Array, plan: Plan, batch: int
   h, w, _ = images.shape[1:]
   out = []
   for part, q, state in zip(parts(h, w, plan.patch_size, plan.padding), qs, states):
-    logits, values = part_logits(part, q, images, valid, plan, batch)
+    logits, values, axis = part_logits(part, q, images, valid, plan, batch)
     weighted = _weighted_grid if part.kind == "grid" else _weighted_rows
-    out.append(softmax.update_exact(state, logits, values, weighted=weighted, axis=0))
+    out.append(softmax.update_exact(state, logits, values, weighted=weighted, axis=axis))
   return out
 
 
