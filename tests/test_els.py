@@ -14,7 +14,7 @@ import pytest
 import golddiff_jax as gd
 import reference as ref
 from golddiff_jax import sharding
-from golddiff_jax.denoisers import els
+from golddiff_jax.denoisers import els, els_golden, golddiff
 
 SHAPES = {"gray7x6": (7, 6, 1), "rgb6x5": (6, 5, 3)}
 
@@ -142,3 +142,50 @@ def test_els_multiply_adds_count():
   # border columns 4·24 queries × 28 rows.
   want = 2 * 3 * 25 * (24 ** 4 + 4 * 28 * 28 + 4 * 24 * 28)
   assert els.multiply_adds((28, 28, 1), 5, "borders", 2, 3) == want
+
+
+def test_golden_els_with_whole_database_is_full_els():
+  db, x0, rng = _data((6, 5, 3), n=11, b=3, seed=11)
+  stats = gd.fit(db.astype(np.float32))
+  x_t, _ = _noisy(x0, 300, rng)
+  x_t = x_t.astype(np.float32)
+  want = np.asarray(gd.denoise(stats, x_t, 300, method="els", patch_size=3))
+  got = np.asarray(gd.denoise(stats, x_t, 300, method="els_golden", patch_size=3, k_min=11,
+                              k_max=11, subset_chunk_size=4))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_golden_els_subset_and_sharding():
+  """k_t < N: equals full ELS over the same golden subset; sharded equals unsharded."""
+  db, x0, rng = _data((6, 6, 1), n=20, b=4, seed=12)
+  db = db.astype(np.float32)
+  stats = gd.fit(db)
+  x_t, abar = _noisy(x0, 100, rng)
+  x_t = x_t.astype(np.float32)
+  key = jax.random.key(3)
+  options = dict(patch_size=3, k_min=3, k_max=6, low_res_dim=3)
+  got = np.asarray(gd.denoise(stats, x_t, 100, method="els_golden", key=key, **options))
+  plan = els_golden.prepare(stats, abar, {**els_golden.OPTIONS, **options}, 4)
+  ret = plan.retrieval
+  subset = np.asarray(golddiff.golden_subset(stats, ret, jnp.asarray(x_t.reshape(4, -1)), key))
+  k = int(ret.k)
+  assert 3 <= k < 20
+  subset = subset[:, :k]
+  for b in range(4):
+    want = els_reference(x_t[b:b + 1].astype(np.float64), db[subset[b]].astype(np.float64),
+                         abar, 3, "borders")
+    np.testing.assert_allclose(got[b:b + 1], want, rtol=1e-4, atol=2e-5)
+  sharded = np.asarray(gd.denoise(stats, x_t, 100, method="els_golden", key=key,
+                                  mesh=gd.make_mesh(data=4, batch=2), **options))
+  np.testing.assert_allclose(sharded, got, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"k_min": 30}, "exceeds"), ({"select": "nope"}, "select"),
+    ({"patch_size": 2}, "odd int"), ({"mask_threshold": 0.1}, "unknown option"),
+])
+def test_golden_els_bad_options(options, match):
+  db, x0, _ = _data((6, 6, 1), n=20, seed=13)
+  stats = gd.fit(db.astype(np.float32))
+  with pytest.raises(ValueError, match=match):
+    gd.denoise(stats, x0.astype(np.float32), 100, method="els_golden", **options)

@@ -4,7 +4,7 @@
 options, batch) -> list[Plan]`` replaces per-step ``prepare`` to share work across a run's steps,
 and ``check_options(resolved_options)`` validates option values (raises ValueError)."""
 
-from golddiff_jax.denoisers import els, golddiff, optimal, pca_locality, wiener
+from golddiff_jax.denoisers import els, els_golden, golddiff, optimal, pca_locality, wiener
 
 METHODS = {
     "optimal": optimal,
@@ -12,6 +12,7 @@ METHODS = {
     "pca_locality": pca_locality,
     "golddiff": golddiff,
     "els": els,
+    "els_golden": els_golden,
 }
 
-__all__ = ["METHODS", "els", "golddiff", "optimal", "pca_locality", "wiener"]
+__all__ = ["METHODS", "els", "els_golden", "golddiff", "optimal", "pca_locality", "wiener"]
