@@ -25,7 +25,9 @@ def atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> N
       os.fsync(f.fileno())
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual file mode
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+      raise OSError(e.errno, e.strerror, path) from e  # e.g. a full disk: say which file
     raise

@@ -329,7 +329,17 @@ def test_a_full_disk_is_one_error_in_the_log(data_dir, cache_dir, tmp_path, monk
   assert not (workdir / "metrics.json").exists()
 
 
-@pytest.mark.slow  # needs root and a tmpfs mount; ~1 minute
+def test_atomic_write_names_the_file_of_a_write_error(tmp_path):
+  from golddiff_jax import atomic  # pylint: disable=g-import-not-at-top
+  def full(f):
+    raise OSError(28, "No space left on device")
+  with pytest.raises(OSError, match="No space left on device") as caught:
+    atomic.atomic_write(str(tmp_path / "a.npz"), full)
+  assert caught.value.filename == str(tmp_path / "a.npz") and caught.value.errno == 28
+  assert os.listdir(tmp_path) == []  # the temp file is gone
+
+
+@pytest.mark.slow  # needs root and a tmpfs mount; a launcher run
 def test_a_full_tmpfs_workdir_gives_one_error_line(tmp_path):
   mount = tmp_path / "tiny"
   mount.mkdir()
@@ -340,6 +350,7 @@ def test_a_full_tmpfs_workdir_gives_one_error_line(tmp_path):
     result = _launch(["--config=configs/default.py", f"--workdir={mount / 'wd'}",
                       "--config.data.dataset=procedural", "--config.data.num_images=300",
                       "--config.data.subset_size=None", "--config.sampler.num_samples=4",
+                      "--config.data.resolution=8", "--config.golden.low_res_dim=4",
                       f"--config.data.data_dir={tmp_path / 'data'}", "--jax_platforms=cpu"])
     assert "No space left on device" in _error_line(result)
     assert "run failed: filesystem error" in (mount / "wd" / "log.txt").read_text()
