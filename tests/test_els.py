@@ -189,3 +189,17 @@ def test_golden_els_bad_options(options, match):
   stats = gd.fit(db.astype(np.float32))
   with pytest.raises(ValueError, match=match):
     gd.denoise(stats, x0.astype(np.float32), 100, method="els_golden", **options)
+
+
+def test_calibration_picks_best_size_per_step():
+  from experiments import calibrate_els
+  rng = np.random.default_rng(21)
+  table = rng.uniform(-1, 1, size=(6, 4))
+  sizes = [3, 5, 9, 15]
+  want = [sizes[int(np.argmax(row))] for row in table]
+  assert calibrate_els.best_sizes(table, sizes) == want
+  assert calibrate_els.best_sizes([[0.5, 0.5]], [3, 5]) == [3]  # ties: the smaller size
+  assert calibrate_els.parse_sizes(["7", "3"]) == [3, 7]
+  for bad in (["4"], ["3", "3"], ["x"], []):
+    with pytest.raises(ValueError, match="--sizes"):
+      calibrate_els.parse_sizes(bad)
