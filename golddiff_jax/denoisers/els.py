@@ -37,12 +37,13 @@ border masks below):
 * ``cols``: the border columns of the interior rows, the same on the transposed image.
 
 The database is streamed in chunks of whole images with the exact online softmax
-(`golddiff_jax.softmax`); memory is O(chunk·B·P·(H + W)) whatever N is. With a mesh the images are
-sharded over ``data`` and the per-shard softmax states merge as for the other exact denoisers
-(`sharding.softmax_over_shards`).
+(`golddiff_jax.softmax`); memory is O(chunk·B·P²) (a chunk's logits) whatever N is. With a mesh
+the images are sharded over ``data`` and the per-shard softmax states merge as for the other
+exact denoisers (`sharding.softmax_over_shards`).
 
 Cost per step, in multiply-adds: B·N·C·k²·Σ_parts (queries × candidates), ≈ B·N·P·(H−2r)(W−2r)·C·k²
-for small k (`Plan.multiply_adds`). The distance is in expanded form: at t = 0 (σ² = 1e−4) a float32
+for small k (`multiply_adds`). Each logit also costs an exp and a few adds, which dominate on
+CPU for small k (docs/els.md). The distance is in expanded form: at t = 0 (σ² = 1e−4) a float32
 rounding of the distance moves a logit by ~1e−2, as for the expanded distances of GoldDiff's
 screen.
 
@@ -56,7 +57,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import numbers
-from typing import Sequence
 
 import flax.struct
 import jax
@@ -419,9 +419,3 @@ def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | Non
 
 def _local_state_rows(database, plan, x_t, row_valid, *, image_shape):
   return local_state(database, plan, x_t, image_shape, row_valid)
-
-
-def schedule_multiply_adds(image_shape, sizes: Sequence[int], padding: str, batch: int,
-                           num_images: int) -> list[int]:
-  """`multiply_adds` of every step of a patch-size schedule."""
-  return [multiply_adds(image_shape, k, padding, batch, num_images) for k in sizes]
