@@ -191,7 +191,7 @@ def tiny_config(data_dir, method="golddiff", **changes):
   return config
 
 
-@pytest.mark.slow  # three small runs (~50 s on 2 cores); test_raw_and_per_sample_keys is the fast form
+@pytest.mark.slow  # three small runs (~40 s on 2 cores); test_raw_and_per_sample_keys: fast form
 def test_golddiff_samples_do_not_depend_on_the_batch_size(data_dir, cache_dir, tmp_path):
   from golddiff_jax import run as run_lib  # pylint: disable=g-import-not-at-top
   finals = {}
