@@ -50,13 +50,19 @@ def test_soft_threshold_and_group_shrink_match_closed_forms():
   assert np.all(np.asarray(penalties.group_shrink(jnp.zeros((3, 4)), 0.1)) == 0)
 
 
-def _mlp_params(d=6, width=8):
-  model = mlp.MLP(width=width, depth=2, temb_dim=8)
-  x = jnp.zeros((1, d, 1, 1))
-  params = model.init(jax.random.key(0), x, jnp.zeros((1,), jnp.int32))["params"]
-  # Non-zero biases, so "untouched" is visible.
-  return jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(3), p.shape),
-                      params)
+def _mlp_params(d=6, width=8, temb=8):
+  """Random parameters with the MLP's names and shapes (biases non-zero, so "untouched" shows)."""
+  rng = RNG(3)
+  shapes = {"x_in": {"kernel": (d, width), "bias": (width,)}, "time_in": {"kernel": (temb, width)},
+            "hidden_0": {"kernel": (width, width), "bias": (width,)},
+            "out": {"kernel": (width, d), "bias": (d,)},
+            "time_skip": {"kernel": (temb, d), "bias": (d,)}}
+  params = jax.tree.map(lambda shape: jnp.asarray(rng.normal(size=shape) * 0.5, jnp.float32),
+                        shapes, is_leaf=lambda v: isinstance(v, tuple))
+  want = mlp.MLP(width=width, depth=2, temb_dim=temb).init(
+      jax.random.key(0), jnp.zeros((1, d, 1, 1)), jnp.zeros((1,), jnp.int32))["params"]
+  assert jax.tree.map(jnp.shape, want) == jax.tree.map(jnp.shape, params)
+  return params
 
 
 def test_masked_l1_prox_is_ista_on_kernels_only():
@@ -165,16 +171,20 @@ def test_zero_r_loss_is_bit_identical_to_plain_dsm():
   tx, sched = optax.sgd(1e-2), optax.constant_schedule(1e-2)
   state = train.TrainState(jnp.zeros((), jnp.int32), params, params, tx.init(params))
   key = jax.random.key(9)
-  plain = jax.jit(train.make_train_step(model, tx, sched, 0.9))(state, batch, key)
-  for target in penalties.TARGETS:
+  def run(reg=None):   # compiled without LLVM optimisation (compile time dominates here)
+    fn = jax.jit(train.make_train_step(model, tx, sched, 0.9, reg))
+    return fn.lower(state, batch, key).compile(
+        compiler_options={"xla_backend_optimization_level": 0})(state, batch, key)
+  plain = run()
+  for target in ("score", "x0", "weights"):
     reg = penalties.Reg(target, 0.0)
-    out = jax.jit(train.make_train_step(model, tx, sched, 0.9, reg))(state, batch, key)
+    out = run(reg)
     assert np.asarray(out[1]["loss"]).tobytes() == np.asarray(plain[1]["loss"]).tobytes()
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), out[0].params,
                  plain[0].params)
   # r > 0: the loss is DSM + r·P, the DSM part is the plain loss, both are logged.
   reg = penalties.Reg("eps", 0.3)
-  out = jax.jit(train.make_train_step(model, tx, sched, 0.9, reg))(state, batch, key)[1]
+  out = run(reg)[1]
   assert float(out["dsm"]) == float(plain[1]["loss"])
   np.testing.assert_allclose(float(out["loss"]), float(out["dsm"]) + 0.3 * float(out["penalty"]),
                              rtol=1e-6)
@@ -337,16 +347,16 @@ def test_toy_data_kinds():
       metrics.mode_labels(x[:, :4], toy_data.centers(), toy_data.MODE_STD), labels)
   prefix, _ = toy_data.sample(sparse, 100, seed=3)
   np.testing.assert_array_equal(prefix, x[:100])
-  assert not np.array_equal(toy_data.sample(sparse, 100, seed=4)[0], prefix)
-  approx, _ = toy_data.sample(toy_data.ToySpec("sparse", d=10, s=2, delta=0.01), 2000, seed=0)
-  np.testing.assert_allclose(approx[:, 2:].std(), 0.01, rtol=0.05)
+  assert not np.array_equal(toy_data.sample(sparse, 300, seed=4)[0], x)
+  approx, _ = toy_data.sample(toy_data.ToySpec("sparse", d=10, s=2, delta=0.01), 300, seed=0)
+  np.testing.assert_allclose(approx[:, 2:].std(), 0.01, rtol=0.1)
   rot = toy_data.ToySpec("rotated", d=10, s=4)
   xr, _ = toy_data.sample(rot, 300, seed=3)
   q = toy_data.rotation(10)
   np.testing.assert_allclose(q @ q.T, np.eye(10), atol=1e-12)
   np.testing.assert_allclose(toy_data.to_basis(xr, rot), x, atol=1e-5)
   assert np.all(np.abs(xr[:, 4:]) > 0).any()
-  x3, _ = toy_data.sample(toy_data.ToySpec("toy3d", d=3, s=2, delta=0.02), 500, seed=0)
+  x3, _ = toy_data.sample(toy_data.ToySpec("toy3d", d=3, s=2, delta=0.02), 300, seed=0)
   assert abs(x3[:, 0].std() - 0.02) < 0.004 and x3[:, 1:].std() > 0.3
 
 
@@ -424,6 +434,7 @@ def test_group_penalty_needs_a_first_dense_layer():
     train.check_config(config, 1)
 
 
+@pytest.mark.slow
 def test_cli_error_line(tmp_path):
   wd = tmp_path / "wd"
   proc = subprocess.run(
@@ -439,9 +450,9 @@ def test_cli_error_line(tmp_path):
 def test_smoke_pipeline(tmp_path):
   wd = str(tmp_path / "run")
   config = _small("target=weights,r=0.1,d=16")
+  config.eval.samplers = ("ddpm",)   # DDIM is checked against NumPy above
   result = study.run(config, wd)
-  assert [(r["sampler"], r["k"]) for r in result["records"]] == [
-      ("ddpm", 10), ("ddpm", 100), ("ddim", 10), ("ddim", 100)]
+  assert [(r["sampler"], r["k"]) for r in result["records"]] == [("ddpm", 10), ("ddpm", 100)]
   for rec in result["records"]:
     assert rec["finite"]
     for key in ("sw2", "mmd2", "off_support_energy", "on_support_sw2", "mode_coverage",
@@ -497,13 +508,12 @@ def test_x0_threshold_matches_numpy():
 
 
 def test_x0_threshold_applies_to_every_method():
-  from golddiff_jax.denoisers import METHODS  # pylint: disable=g-import-not-at-top
   from golddiff_jax.sparsity import x0_threshold  # pylint: disable=g-import-not-at-top
   gd, stats = _tiny_stats()
   latents = gd.noise(jax.random.key(3), 4, stats.image_shape)
   spec = x0_threshold.Threshold(0.3, "pca")
   abar = schedules.alpha_bar(int(schedules.ddim_timesteps(1)[0]))
-  for method in METHODS:
+  for method in ("optimal", "golddiff"):   # the threshold is applied once, after any method
     plain = gd.sample(stats, latents, method=method, num_steps=1)
     sparse = gd.sample(stats, latents, method=method, num_steps=1, x0_threshold=spec)
     want = x0_threshold.apply(stats, jnp.asarray(plain.images.reshape(4, -1)), abar, spec)

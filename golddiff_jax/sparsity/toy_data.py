@@ -16,6 +16,7 @@ the project. A draw is a function of (kind, n, d, s, delta, seed) only: row i co
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -87,12 +88,22 @@ def _row(key: jax.Array, spec: ToySpec) -> jax.Array:
   return jnp.concatenate([active, rest]), modes
 
 
+@functools.lru_cache(maxsize=8)
+def _draw(spec: ToySpec, n: int):
+  """The compiled ``seed -> (x, modes)`` for one (spec, n). Compiled without LLVM optimisation:
+  it runs once per dataset, and XLA:CPU spends seconds optimising the unrolled threefry."""
+  def draw(seed):
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(jnp.arange(n))
+    return jax.vmap(lambda k: _row(k, spec))(keys)
+  return jax.jit(draw).lower(jax.ShapeDtypeStruct((), jnp.uint32)).compile(
+      compiler_options={"xla_backend_optimization_level": 0})
+
+
 def sample(spec: ToySpec, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """``n`` points [n, d] float32 and their joint mode labels [n] (in [0, 8^(s/2)))."""
   if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
     raise ValueError(f"n must be a positive int, got {n!r}")
-  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(int(seed)), i))(jnp.arange(n))
-  x, modes = jax.device_get(jax.jit(jax.vmap(lambda k: _row(k, spec)))(keys))
+  x, modes = jax.device_get(_draw(spec, int(n))(jnp.asarray(int(seed), jnp.uint32)))
   x = np.asarray(x, np.float64)
   if spec.kind == "rotated":
     x = x @ rotation(spec.d).T
