@@ -1,6 +1,6 @@
 r"""Tables, plots and the verdict of the sparsity study from a sweep workdir.
 
-  python experiments/sparsity_report.py --workdir=workdir/sparsity_screen \
+  python experiments/sparsity_report.py --workdir=workdir/sparsity_screen[,workdir/confirm] \
       [--out=docs/sparsity] [--quality=sw2|on_support_sw2]
 
 Reads every ``<workdir>/<run>/metrics.json`` (experiments/sweeps/sparsity_*.py runs) and writes
@@ -28,7 +28,8 @@ if ROOT not in sys.path:
 
 from golddiff_jax.sparsity import analysis  # noqa: E402  pylint: disable=g-import-not-at-top
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Sweep workdir (one folder per run).")
+_WORKDIR = flags.DEFINE_list("workdir", None, "Sweep workdir(s) (one folder per run); runs of "
+                             "several workdirs (e.g. stage A and stage B) are pooled.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default: the workdir).")
 _QUALITY = flags.DEFINE_enum("quality", "sw2", ["sw2", "on_support_sw2"], "K* quality metric.")
 TARGETS = ("weights", "score", "eps", "x0")
@@ -85,16 +86,21 @@ def plot_quality_vs_k(runs, best, out, quality):
   dims = sorted({r["d"] for r in runs if r["kind"] == "sparse"})
   styles = ["-", "--", ":", "-."]
   for ax, target in zip(axes, TARGETS):
+    rs = sorted({m["r"] for m in runs if m["target"] == target and m["kind"] == "sparse"})
+    cmap = plt.get_cmap("autumn")
     for i, d in enumerate(dims):
-      for tgt, r, colour in (("none", 0.0, "black"), (target, best.get(target), "tab:red")):
+      lines = [("none", 0.0, "black")] + [
+          (target, r, cmap(0.85 * j / max(len(rs) - 1, 1))) for j, r in enumerate(rs)]
+      for tgt, r, colour in lines:
         members = [m for m in runs if (m["kind"], m["s"], m["d"], m["target"], m["r"]) ==
                    ("sparse", 2, d, tgt, r)]
         if not members:
           continue
         ks = analysis.curve(members[0], quality)[0]
         q = np.nanmean([analysis.curve(m, quality)[1] for m in members], axis=0)
-        label = f"{'r=0' if tgt == 'none' else f'r={r:g}'}, d={d}"
-        ax.plot(ks, q, styles[i % 4], color=colour, marker="o", ms=3, label=label)
+        label = f"{'r=0' if tgt == 'none' else f'r={r:g}'}{' (best)' if r == best.get(tgt) else ''}, d={d}"
+        ax.plot(ks, q, styles[i % 4], color=colour, marker="o", ms=3, label=label,
+                lw=2.2 if tgt == "none" or r == best.get(tgt) else 1.0)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_title(f"target = {target}")
@@ -102,7 +108,8 @@ def plot_quality_vs_k(runs, best, out, quality):
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
   axes[0].set_ylabel(f"{quality} vs held-out (mean over seeds)")
-  fig.suptitle(f"Quality against K: baseline (black) vs each target's best r (red); s = 2")
+  fig.suptitle("Quality against K on coordinate-sparse data (s = 2): r = 0 (black) and each r "
+               "(red → yellow, thick = best by K*); solid d = 8, dashed d = 128; mean over seeds")
   fig.tight_layout()
   fig.savefig(os.path.join(out, f"quality_vs_k_{quality}.png"), dpi=110)
   plt.close(fig)
@@ -140,14 +147,14 @@ def plot_kstar_vs_d(rows, best, out, quality):
 
 def main(argv):
   del argv
-  if not _WORKDIR.value or not os.path.isdir(_WORKDIR.value):
-    print(f"error: --workdir must be an existing sweep folder, got {_WORKDIR.value!r}",
+  if not _WORKDIR.value or not all(os.path.isdir(w) for w in _WORKDIR.value):
+    print(f"error: --workdir must name existing sweep folders, got {_WORKDIR.value!r}",
           file=sys.stderr)
     sys.exit(2)
-  out = _OUT.value or _WORKDIR.value
+  out = _OUT.value or _WORKDIR.value[0]
   os.makedirs(out, exist_ok=True)
   quality = _QUALITY.value
-  runs = analysis.load_runs(_WORKDIR.value)
+  runs = [run for w in _WORKDIR.value for run in analysis.load_runs(w)]
   if not runs:
     print(f"error: no finished runs (metrics.json) under {_WORKDIR.value}", file=sys.stderr)
     sys.exit(2)
