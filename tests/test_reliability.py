@@ -490,3 +490,10 @@ def test_library_start_up_logs_are_quieted():
   cli.quiet_library_logs()
   for name in cli.NOISY_LOGGERS:
     assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING
+
+
+def test_generating_a_builtin_dataset_prints_nothing(tmp_path, capfd):
+  from golddiff_jax import data  # pylint: disable=g-import-not-at-top
+  data.load_images(tiny_config(str(tmp_path), **{"data.num_images": 20}).data)  # a first build
+  out, err = capfd.readouterr()
+  assert "Downloading" not in out + err and "oneDNN" not in err, out + err

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 import socket
@@ -151,9 +152,12 @@ def prepare(builder, data_config) -> None:
         f"(config.data.data_dir), or use an offline dataset (mnist5k, procedural, moons).")
   logging.getLogger(__name__).info("preparing dataset %s in %s (once)", spec.name,
                                    builder.data_dir_root)
+  # TFDS prints "Downloading and preparing dataset ..." to stdout; only a real download is news.
+  quiet = contextlib.nullcontext() if downloads else contextlib.redirect_stdout(io.StringIO())
   try:
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    with quiet:
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   except builders.OfflineDataError as e:
     raise ValueError(str(e)) from e
   except manual.ManualDataError as e:
