@@ -3,7 +3,9 @@ r"""Times analytical denoisers side by side in one process, on the same data and
   python experiments/benchmark.py --num_images=5000 --resolution=32 --channels=3 --batch=16 \
       --methods=optimal,wiener,pca_locality:dense,pca_locality:bf16x3,pca_locality:auto
 
-Each entry of --methods is ``method`` or ``method:mask_impl``. With ``--devices=1,2,4,8`` every
+Each entry of --methods is ``method`` or ``method:mask_impl``, optionally followed by
+``+option=value`` pairs (e.g. ``golddiff:dense+high_noise=pool``; values are parsed as Python
+literals where possible). With ``--devices=1,2,4,8`` every
 variant also runs with the database sharded over that many devices (``gd.make_mesh(data=d)``; 1 =
 the unsharded path) and the table reports the database bytes each device holds; on a CPU-only
 machine add ``--fake_cpu_devices=8`` (XLA's host-platform device count, set before JAX starts). Every variant samples the same latents;
@@ -15,6 +17,7 @@ table adds the work of the masked contraction per step: dense FLOPs 2·B·N·D²
 2·B·N·nnz(M_t), and the achieved GFLOP/s of each, next to this machine's measured float32 matmul peak.
 """
 
+import ast
 import json
 import os
 import time
@@ -46,6 +49,10 @@ _WARMUP = flags.DEFINE_bool("warmup", True, "Run each variant once untimed befor
 _OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the results.")
 _DEVICES = flags.DEFINE_list("devices", [], "Device counts to shard the database over "
                              "(e.g. 1,2,4,8); empty: one device, no mesh.")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Time every variant this many times, round-robin "
+                               "(variant 1, 2, …, 1, 2, …), and report each step's median over "
+                               "the repeats: load that drifts during the run then hits every "
+                               "variant alike.")
 _FAKE = flags.DEFINE_integer("fake_cpu_devices", 0, "If > 0, split the CPU into this many XLA "
                              "devices (for --devices on a CPU-only machine).")
 
@@ -76,9 +83,29 @@ def mask_nnz(stats, num_steps: int, threshold: float) -> np.ndarray:
                      for t in schedules.ddim_timesteps(num_steps)])
 
 
+def _literal(text: str):
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_variant(variant: str) -> tuple[str, str, dict]:
+  """'method[:mask_impl][+option=value…]' → (method, mask_impl or '', extra options)."""
+  head, *pairs = variant.split("+")
+  method, _, impl = head.partition(":")
+  extra = {}
+  for pair in pairs:
+    name, sep, value = pair.partition("=")
+    if not sep:
+      raise app.UsageError(f"variant {variant!r}: expected +option=value, got +{pair!r}")
+    extra[name] = _literal(value)
+  return method, impl, extra
+
+
 def run_variant(stats, latents, variant: str, key, devices: int = 0) -> dict:
   """Samples with one variant; ``devices`` > 1 shards the database over that many devices."""
-  method, _, impl = variant.partition(":")
+  method, impl, extra = parse_variant(variant)
   mesh = gd.make_mesh(data=devices) if devices > 1 else None
   if mesh is not None:
     stats = gd.shard_stats(stats, mesh)
@@ -89,6 +116,7 @@ def run_variant(stats, latents, variant: str, key, devices: int = 0) -> dict:
       options["mask_impl"] = impl
   if method == "golddiff":
     options.update(k_min=_K_MIN.value, k_max=_K_MAX.value)
+  options.update(extra)
   compile_seconds = None
   if _WARMUP.value:
     warm = gd.sample(stats, latents, method=method, num_steps=_STEPS.value, key=key, mesh=mesh,
@@ -127,11 +155,23 @@ def main(argv):
   print(f"fit: {time.perf_counter() - start:.1f} s")
   latents = gd.noise(jax.random.key(_SEED.value + 7), batch, stats.image_shape)
   key = jax.random.key(_SEED.value + 1)
-  results = [run_variant(stats, latents, v, key, d) for v in _METHODS.value
-             for d in device_counts]
+  variants = [(v, d) for v in _METHODS.value for d in device_counts]
+  rounds = [[run_variant(stats, latents, v, key, d) for v, d in variants]
+            for _ in range(max(1, _REPEATS.value))]
+  results = rounds[0]
+  for j, r in enumerate(results):
+    r["step_seconds_repeats"] = np.stack([rnd[j]["step_seconds"] for rnd in rounds])
+    r["step_seconds"] = np.median(r["step_seconds_repeats"], axis=0)
   reference = next(r for r in results if r["variant"] == (_REFERENCE.value or results[0]["variant"]))
   d = stats.dim
   nnz = mask_nnz(stats, _STEPS.value, _THRESHOLD.value)
+  ts = schedules.ddim_timesteps(_STEPS.value)
+  print("\nper step (seconds" + (f", median of {_REPEATS.value} round-robin repeats"
+                                  if _REPEATS.value > 1 else "") + ")")
+  print("| variant | " + " | ".join(f"t={t}" for t in ts) + " |")
+  print("|---" * (len(ts) + 1) + "|")
+  for r in results:
+    print(f"| {r['variant']} | " + " | ".join(f"{v:.3f}" for v in r["step_seconds"]) + " |")
   print("\n| variant | devices | median s/step | mean s/step | compile s | prepare s "
         "| step memory MB "
         f"| database MB/device | max abs diff vs {reference['variant']} "

@@ -26,6 +26,8 @@ _THRESHOLD = flags.DEFINE_float("mask_threshold", 0.03, "θ for both methods.")
 _K_MIN = flags.DEFINE_integer("k_min", None, "GoldDiff k_min (default N/20).")
 _K_MAX = flags.DEFINE_integer("k_max", None, "GoldDiff k_max (default N/10).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
+_HIGH_NOISE = flags.DEFINE_list("high_noise", ["pool"], "GoldDiff high_noise settings to run "
+                                "side by side (pool, expansion).")
 
 
 def paper_metrics(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -40,21 +42,24 @@ def main(argv):
   latents = gd.noise(jax.random.key(_SEED.value + 7), _BATCH.value, stats.image_shape)
   key = jax.random.key(_SEED.value + 1)
   exact = gd.sample(stats, latents, method="pca_locality", mask_threshold=_THRESHOLD.value)
-  gold = gd.sample(stats, latents, method="golddiff", key=key, mask_threshold=_THRESHOLD.value,
-                   k_min=_K_MIN.value, k_max=_K_MAX.value)
+  golds = {mode: gd.sample(stats, latents, method="golddiff", key=key,
+                           mask_threshold=_THRESHOLD.value, k_min=_K_MIN.value,
+                           k_max=_K_MAX.value, high_noise=mode)
+           for mode in _HIGH_NOISE.value}
   print(f"# {time.strftime('%Y-%m-%d')} N={n} {res}x{res}x{ch} B={_BATCH.value} "
         f"θ={_THRESHOLD.value} k_min={_K_MIN.value or 'N/20'} k_max={_K_MAX.value or 'N/10'}")
-  print("| t | MSE | r² | exact s/step | golddiff s/step |")
-  print("|---|---|---|---|---|")
-  for j, t in enumerate(exact.timesteps):
-    mse, r2 = paper_metrics(gold.x0_trajectory[j], exact.x0_trajectory[j])
-    print(f"| {t} | {mse:.2e} | {r2:.4f} | {exact.step_seconds[j]:.2f} | "
-          f"{gold.step_seconds[j]:.3f} |")
-  mse, r2 = paper_metrics(gold.images, exact.images)
-  print(f"final images: MSE {mse:.2e}, r² {r2:.4f}; mean s/step exact "
-        f"{exact.step_seconds.mean():.2f}, golddiff {gold.step_seconds.mean():.3f} "
-        f"(x{exact.step_seconds.mean() / gold.step_seconds.mean():.1f})")
-
+  for mode, gold in golds.items():
+    print(f"\nGoldDiff high_noise={mode}")
+    print("| t | MSE | r² | exact s/step | golddiff s/step |")
+    print("|---|---|---|---|---|")
+    for j, t in enumerate(exact.timesteps):
+      mse, r2 = paper_metrics(gold.x0_trajectory[j], exact.x0_trajectory[j])
+      print(f"| {t} | {mse:.2e} | {r2:.4f} | {exact.step_seconds[j]:.2f} | "
+            f"{gold.step_seconds[j]:.3f} |")
+    mse, r2 = paper_metrics(gold.images, exact.images)
+    print(f"final images: MSE {mse:.2e}, r² {r2:.4f}; mean s/step exact "
+          f"{exact.step_seconds.mean():.2f}, golddiff {gold.step_seconds.mean():.3f} "
+          f"(x{exact.step_seconds.mean() / gold.step_seconds.mean():.1f})")
 
 if __name__ == "__main__":
   app.run(main)

@@ -26,9 +26,11 @@ code), ``low_res_dim`` (16; 0 = automatic, negative raises), ``mask_threshold`` 
 ``chunk_size`` (rows per step of the coarse scan over N; None = automatic),
 ``subset_chunk_size`` (subset rows per step of the fine and aggregation stages; None = automatic),
 ``high_noise`` ("pool": the published random pool at every step; "expansion": steps with
-ᾱ_t ≤ ``high_noise_abar`` use `golddiff_jax.high_noise`, the first-order expansion of the masked
-softmax over all N images, whose cost does not depend on N or k). Chunk sizes are memory knobs
-only. ``mask_impl="auto"`` picks per step the dense product or, where the mask is local enough
+ᾱ_t ≤ ``high_noise_abar`` whose pool is smaller than N use `golddiff_jax.high_noise`, the first-order expansion of the masked
+softmax over all N images, whose cost does not depend on N or k; the default, with
+``high_noise_abar`` = 0.002, i.e. t ≥ 800 of the 1000-step schedule, where it measured more
+accurate than the pool on procedural images and on real digits, docs/benchmarks.md §7). Chunk
+sizes are memory knobs only. ``mask_impl="auto"`` picks per step the dense product or, where the mask is local enough
 (`SPARSE_MAX_RATIO`), per-output index lists, so each output reads only its own inputs.
 
 The "repeat" proxy (ρ > 1) is computed as ρ·‖x_t − a_t x_i‖² on the database itself, which is
@@ -56,7 +58,7 @@ OPTIONS = {"k_min": None, "k_max": None, "low_res_dim": 16, "mask_threshold": 0.
            "recall_target": 0.95, "dynamic_m": True, "dynamic_k": True, "static_m": None,
            "static_k": None, "random_retrieval": False, "proxy_repeat_factor": 1,
            "proxy_upsample_mode": "repeat", "chunk_size": None, "subset_chunk_size": None,
-           "high_noise": "pool", "high_noise_abar": 0.002}
+           "high_noise": "expansion", "high_noise_abar": 0.002}
 PROXY_MODES = ("repeat", "bilinear")
 HIGH_NOISE = ("pool", "expansion")
 # auto: the per-sample masked product uses the index-list (gather-sum) form when the longest
@@ -234,8 +236,10 @@ def prepare_run(stats: Stats, abars, options: dict, batch: int) -> list[Plan]:
   local_options = {"mask_impl": options["mask_impl"], "softmax": "exact", "wssm_chunk": 1,
                    "temperature": options["temperature"],
                    "chunk_size": options["subset_chunk_size"]}
-  expand = [options["high_noise"] == "expansion"
-            and float(abar) <= float(options["high_noise_abar"]) for abar in abars]
+  # The expansion replaces a random pool; a step whose pool is the whole database is exact.
+  expand = [options["high_noise"] == "expansion" and m < n
+            and float(abar) <= float(options["high_noise_abar"])
+            for abar, (m, _) in zip(abars, sizes)]
   retrieved = [mk for mk, e in zip(sizes, expand) if not e] or sizes
   size = max(k for _, k in retrieved)
   pool = any(m < n for m, _ in retrieved)
