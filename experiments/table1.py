@@ -15,8 +15,8 @@ Protocol (spec §8):
   ``run.fit_or_load_stats``, cached in ``<output_dir>/stats``.
 * The reference (``models.reference``, loaded first: a missing or incompatible checkpoint fails
   before any work) and every method start from the SAME latents, ``gd.noise`` of the first half
-  of ``split(key(seed))`` as in ``run.run``; batches use the sampler key ``fold_in(second half,
-  batch)``. Each follows its own trajectory, and at every step the method's x̂_0 is compared with
+  of ``split(key(seed))`` as in ``run.run``; sample i's sampler key is ``fold_in(second half,
+  i)`` (`gd.sample_keys`), as in the launcher, so a sample does not depend on the batch size. Each follows its own trajectory, and at every step the method's x̂_0 is compared with
   the reference's x̂_0 (`golddiff_jax.metrics.trajectory_metrics`); the score is the last step.
 * Time (spec §8.5), per method: compile seconds (sum over all steps and batches), the median
   post-compile step seconds, and the published-style number: the wall time of all of the
@@ -313,8 +313,8 @@ def make_table(config_spec: str, reference_dir: str, output_dir: str, *, overrid
     options = run_config.method_options(config)
     print(f"{m}: sampling {num_samples} images, options {options}", flush=True)
     out = _sample_all(lambda x, b, m=config.method, options=options: gd.sample(
-        stats, x, method=m, num_steps=num_steps, key=jax.random.fold_in(sample_key, b),
-        **options), latents, batch)
+        stats, x, method=m, num_steps=num_steps,
+        key=gd.sample_keys(sample_key, b * batch, len(x)), **options), latents, batch)
     scores = metrics.trajectory_metrics(out["trajectory"], ref["trajectory"])
     out["memory"]["process_peak_bytes_after"] = outputs.peak_memory()["bytes"]
     results["methods"][m] = {
