@@ -120,9 +120,13 @@ def plot_kstar_vs_d(rows, best, out, quality):
   fig, axes = plt.subplots(len(kinds), len(TARGETS), figsize=(4.2 * len(TARGETS),
                                                               3.4 * len(kinds)),
                            sharex=True, sharey=True, squeeze=False)
+  cmap = plt.get_cmap("autumn")
   for i, kind in enumerate(kinds):
     for ax, target in zip(axes[i], TARGETS):
-      for tgt, r, colour in (("none", 0.0, "black"), (target, best.get(target), "tab:red")):
+      rs = multi_d(rows, kind, target)
+      lines = [("none", 0.0, "black")] + [
+          (target, r, cmap(0.85 * j / max(len(rs) - 1, 1))) for j, r in enumerate(rs)]
+      for tgt, r, colour in lines:
         pts = sorted((row["d"], row["k_star_base"], row["k_star_base_ci"]) for row in rows
                      if (row["kind"], row["s"], row["target"], row["r"]) == (kind, 2, tgt, r))
         if not pts:
@@ -130,7 +134,9 @@ def plot_kstar_vs_d(rows, best, out, quality):
         d, k, ci = map(np.array, zip(*pts))
         ci = np.nan_to_num(ci)
         ax.errorbar(d, k, yerr=[k - k * np.exp(-ci), k * np.exp(ci) - k], color=colour,
-                    marker="o", capsize=3, label="r=0" if tgt == "none" else f"r={r:g}")
+                    marker="o", capsize=3, lw=2.2 if tgt == "none" or r == best.get(tgt) else 1,
+                    label="r=0" if tgt == "none" else
+                    f"r={r:g}{' (best)' if r == best.get(tgt) else ''}")
       ax.set_xscale("log", base=2)
       ax.set_yscale("log", base=2)
       ax.set_title(f"{kind}: target = {target}")
@@ -139,10 +145,20 @@ def plot_kstar_vs_d(rows, best, out, quality):
       if i == len(kinds) - 1:
         ax.set_xlabel("ambient dimension d")
     axes[i][0].set_ylabel("K*(τ = 1.1 × baseline at K=1000)")
-  fig.suptitle(f"Steps to quality ({quality}) against d; bars: 95% over seeds; s = 2")
+  fig.suptitle(f"Steps to quality ({quality}) against d, s = 2: r = 0 (black), each r run at "
+               "two or more d (red → yellow); bars: 95% over seeds (log scale)")
   fig.tight_layout()
   fig.savefig(os.path.join(out, f"kstar_vs_d_{quality}.png"), dpi=110)
   plt.close(fig)
+
+
+def multi_d(rows, kind, target, s=2):
+  """The r values of ``target`` run at two or more d on (kind, s)."""
+  dims = {}
+  for row in rows:
+    if (row["kind"], row["s"], row["target"]) == (kind, s, target):
+      dims.setdefault(row["r"], set()).add(row["d"])
+  return sorted(r for r, ds in dims.items() if len(ds) >= 2)
 
 
 def main(argv):
@@ -168,9 +184,10 @@ def main(argv):
            "|" + "---|" * 10]
   for kind in sorted({r["kind"] for r in runs}):
     for s in sorted({r["s"] for r in runs if r["kind"] == kind}):
-      for target, r in best.items():
+      for target, r in [(t, r) for t in TARGETS for r in multi_d(rows, kind, t, s)]:
         dec = analysis.decision(rows, kind=kind, s=s, target=target, r=r)
-        lines.append(f"| {kind} | {s} | {target} | {r:g} | {dec['base_slope']:.3g} | "
+        lines.append(f"| {kind} | {s} | {target} | {r:g}{' (best)' if best.get(target) == r else ''}"
+                     f" | {dec['base_slope']:.3g} | "
                      f"{dec['reg_slope']:.3g} | {dec['a']} | {dec['b']} | {dec['c']} | "
                      f"{dec['verdict']} |")
   with open(os.path.join(out, f"decision_{quality}.md"), "w") as f:

@@ -564,6 +564,9 @@ def test_analysis_k_star_statistics_and_decision():
   assert dec["base_slope"] == pytest.approx(np.log(1000 / 16) / np.log(16))
   assert dec["reg_slope"] == pytest.approx(0.0, abs=1e-12)
   assert dec["verdict"] == "supported"
+  never = analysis.decision(rows, kind="sparse", s=2, target="x0", r=0.3)
+  assert never["reg_slope"] == pytest.approx(0.0, abs=1e-12) and not never["a"]
+  assert never["verdict"] == "not supported"   # flat only because τ is never reached
   flat = [r for r in runs if not (r["target"] == "none" and r["d"] == 128)]
   flat += [_fake_run("none", 0.0, 128, s, [0.5, 0.1, 0.1, 0.1]) for s in (0, 1)]
   analysis.add_k_star(flat)

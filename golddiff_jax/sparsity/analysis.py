@@ -120,14 +120,19 @@ def summarise(runs: list[dict], quality: str = "sw2") -> list[dict]:
 
 
 def best_r(rows: list[dict], *, kind: str = "sparse") -> dict[str, float]:
-  """Per target: the r with the smallest K*_base averaged (in log) over d (ties: the smaller
-  SW2 at K_max)."""
+  """Per target: the r with the smallest K*_base averaged (in log) over the (s, d) cells where
+  every r of that target ran (ties: the smaller SW2 at K_max)."""
   best: dict[str, tuple] = {}
   by_target: dict[tuple, list[dict]] = {}
   for row in rows:
     if row["kind"] == kind and row["target"] != "none":
       by_target.setdefault((row["target"], row["r"]), []).append(row)
+  common: dict[str, set] = {}   # per target, the (s, d) every r was run at (the screen's grid)
+  for (target, _), members in by_target.items():
+    cells = {(m["s"], m["d"]) for m in members}
+    common[target] = cells if target not in common else common[target] & cells
   for (target, r), members in by_target.items():
+    members = [m for m in members if (m["s"], m["d"]) in common[target]]
     score = (float(np.mean([math.log(m["k_star_base"]) for m in members])),
              float(np.mean([m["sw2"] for m in members])))
     if target not in best or score < best[target][0]:
@@ -152,7 +157,8 @@ def decision(rows: list[dict], *, kind: str, s: int, target: str, r: float,
   """The decision rule for one (target, r) against the baseline on the same data.
 
   (a) the baseline's log K* grows with log d (slope > ``flat``) while the regularised slope is
-  within ±``flat`` ("roughly flat"); (b) SW2 at K_max is not worse than the baseline's beyond
+  within ±``flat`` ("roughly flat") and every regularised run reaches τ (a K* censored at
+  every d is flat only because it is never reached); (b) SW2 at K_max is not worse than the baseline's beyond
   the larger of the two 95% half-widths, at every d; (c) the same for mode coverage (not
   lower). With the baseline already flat the verdict is ``null``.
   """
@@ -171,7 +177,8 @@ def decision(rows: list[dict], *, kind: str, s: int, target: str, r: float,
                                                                       - base[d][metric])
       ok &= bool(diff <= slack)
     return ok
-  a = bool(base_slope > flat and abs(reg_slope) <= flat)
+  reached = all(row["k_star_base_censored"] == 0 for row in reg.values())
+  a = bool(base_slope > flat and abs(reg_slope) <= flat and reached)
   verdict = ("null" if np.isfinite(base_slope) and base_slope <= flat else
              "supported" if a and not_worse("sw2") and not_worse("mode_coverage", True)
              else "not supported")
