@@ -18,8 +18,8 @@ compared with exact full-scan PCA-locality (same mask) from the same x_t:
   O(B·N·D) softmax over all N).
 
 Errors: ``rel`` = ‖x̂ − x̂_exact‖ / ‖x̂_exact − ȳ‖ (relative to the exact estimate's deviation from
-the data mean ȳ, the part that depends on x_t) and the MSE. Times are jitted, best of two (the exact full scan: one call, compile included), on
-this (shared) machine.
+the data mean ȳ, the part that depends on x_t) and the MSE. Times are jitted, best of two (the
+exact full scan: one call, compile included), on this (shared) machine.
 """
 
 import functools

@@ -273,6 +273,17 @@ def test_expansion_steps_and_auto_index_lists(setup, monkeypatch):
   assert len(traces) <= 3, len(traces)
 
 
+def test_expansion_only_replaces_a_random_pool(setup):
+  """Not used when the pool is all N (k_max = N: exact) nor in the random-retrieval ablation."""
+  stats = setup[0]
+  abar = schedules.alpha_bar(900)
+  assert _plan(stats, 900, **COMMON).expansion is not None
+  assert _plan(stats, 900, **{**COMMON, "k_min": N, "k_max": N}).expansion is None
+  assert _plan(stats, 900, **COMMON, random_retrieval=True).expansion is None
+  assert _plan(stats, 900, **COMMON, high_noise="pool").expansion is None
+  assert abar <= golddiff.OPTIONS["high_noise_abar"] < schedules.alpha_bar(700)
+
+
 def test_high_noise_options_raise(setup):
   stats = setup[0]
   x = np.zeros((2, 8, 8, 3), np.float32)

@@ -11,10 +11,10 @@ database P(X) and its norms once (shared by every step's plan) and the step's lo
 form ``mask_impl`` asks for (`pca_locality.build_plan`). `apply` is pure and jit-able.
 
 Few compiles: m_t and k_t are traced values, not shapes. A run's golden subsets all have the static
-size K = max_t k_t (one bucket): the fine stage ranks its survivors nearest first, entries k_t … K − 1
-are masked, and the aggregation stops after the chunks that hold the first k_t (a loop with a traced
-trip count), so padding costs no masked-product work. Every step that uses the same mask form thus
-shares one compiled function (the mask forms' shapes are padded to one size per form, too).
+size K = max_t k_t (one bucket): the fine stage ranks its survivors nearest first, entries
+k_t … K − 1 are masked, and the aggregation stops after the chunks that hold the first k_t (a
+loop with a traced trip count), so padding costs no masked-product work. Every step that uses
+the same mask form thus shares one compiled function (index lists are padded to one width).
 
 Options (config names): ``k_min``/``k_max`` (default round(N/20), round(N/10); an explicit
 value above N, or k_min > k_max, raises ValueError rather than being clamped as in the published
@@ -26,11 +26,12 @@ code), ``low_res_dim`` (16; 0 = automatic, negative raises), ``mask_threshold`` 
 ``chunk_size`` (rows per step of the coarse scan over N; None = automatic),
 ``subset_chunk_size`` (subset rows per step of the fine and aggregation stages; None = automatic),
 ``high_noise`` ("pool": the published random pool at every step; "expansion": steps with
-ᾱ_t ≤ ``high_noise_abar`` whose pool is smaller than N use `golddiff_jax.high_noise`, the first-order expansion of the masked
-softmax over all N images, whose cost does not depend on N or k; the default, with
-``high_noise_abar`` = 0.002, i.e. t ≥ 800 of the 1000-step schedule, where it measured more
-accurate than the pool on procedural images and on real digits, docs/benchmarks.md §7). Chunk
-sizes are memory knobs only. ``mask_impl="auto"`` picks per step the dense product or, where the mask is local enough
+ᾱ_t ≤ ``high_noise_abar`` whose pool is smaller than N use `golddiff_jax.high_noise`, the
+first-order expansion of the masked softmax over all N images, whose cost does not depend on N
+or k; the default, with ``high_noise_abar`` = 0.002, i.e. t ≥ 800 of the 1000-step schedule,
+where it measured more accurate than the pool on procedural images and on real digits,
+docs/benchmarks.md §7; not used with ``random_retrieval``). Chunk sizes are memory knobs only.
+``mask_impl="auto"`` picks per step the dense product or, where the mask is local enough
 (`SPARSE_MAX_RATIO`), per-output index lists, so each output reads only its own inputs.
 
 The "repeat" proxy (ρ > 1) is computed as ρ·‖x_t − a_t x_i‖² on the database itself, which is
@@ -54,9 +55,9 @@ from golddiff_jax.denoisers import pca_locality
 from golddiff_jax.stats import Stats
 
 OPTIONS = {"k_min": None, "k_max": None, "low_res_dim": 16, "mask_threshold": 0.03,
-           **masks.PUBLISHED, "temperature": 1.0, "softmax": "exact", "mask_impl": "auto", "select": "exact",
-           "recall_target": 0.95, "dynamic_m": True, "dynamic_k": True, "static_m": None,
-           "static_k": None, "random_retrieval": False, "proxy_repeat_factor": 1,
+           **masks.PUBLISHED, "temperature": 1.0, "softmax": "exact", "mask_impl": "auto",
+           "select": "exact", "recall_target": 0.95, "dynamic_m": True, "dynamic_k": True,
+           "static_m": None, "static_k": None, "random_retrieval": False, "proxy_repeat_factor": 1,
            "proxy_upsample_mode": "repeat", "chunk_size": None, "subset_chunk_size": None,
            "high_noise": "expansion", "high_noise_abar": 0.002}
 PROXY_MODES = ("repeat", "bilinear")
@@ -236,8 +237,9 @@ def prepare_run(stats: Stats, abars, options: dict, batch: int) -> list[Plan]:
   local_options = {"mask_impl": options["mask_impl"], "softmax": "exact", "wssm_chunk": 1,
                    "temperature": options["temperature"],
                    "chunk_size": options["subset_chunk_size"]}
-  # The expansion replaces a random pool; a step whose pool is the whole database is exact.
-  expand = [options["high_noise"] == "expansion" and m < n
+  # The expansion replaces a random pool; a step whose pool is the whole database is exact, and
+  # the random-retrieval ablation keeps its random subsets.
+  expand = [options["high_noise"] == "expansion" and m < n and not random_only
             and float(abar) <= float(options["high_noise_abar"])
             for abar, (m, _) in zip(abars, sizes)]
   retrieved = [mk for mk, e in zip(sizes, expand) if not e] or sizes
