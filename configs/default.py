@@ -31,6 +31,9 @@ import ml_collections
 from configs import common
 
 MNIST5K_SIZE = 5000
+# ELS patch size per step of a 10-step run (t = 900 … 0), calibrated against the reference network
+# by experiments/calibrate_els.py on the first 500 mnist5k digits, 4 trajectories (docs/els.md).
+ELS_PATCH_SIZES = (11, 15, 27, 15, 15, 11, 7, 5, 3, 3)
 # (GoldDiff θ, PCA-locality θ) per mask variant: the published MNIST values, and the values chosen
 # for the floored mask by measurement on these digits (docs/results.md).
 MNIST5K_THRESHOLDS = {"published": (0.02, 0.005), "floor": (0.005, 0.005)}
@@ -74,8 +77,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.denoiser.mask_impl = "auto"      # auto | dense | tiled | bf16x3 | sparse (tiled: pca only)
   config.denoiser.mask_tile = 8           # output tile side (pixels) of the tiled mask form
   config.denoiser.chunk_size = common.optional(int)  # database rows per scan step (memory only)
-  # ELS (els, els_golden): odd patch size k, or a tuple with one k per step (sampling order).
-  config.denoiser.patch_size = common.optional(object, 5)
+  # ELS (els, els_golden): odd patch size k, or a tuple with one k per step (sampling order);
+  # the calibrated schedule for 10 steps, else 5.
+  config.denoiser.patch_size = common.optional(
+      object, ELS_PATCH_SIZES if arg.steps == len(ELS_PATCH_SIZES) else 5)
   config.denoiser.padding = "borders"     # ELS: borders | circular
 
   config.golden = ml_collections.ConfigDict()
