@@ -11,7 +11,8 @@ against this machine's float32 matmul rate measured in the same process
     .venv/bin/python experiments/els_benchmark.py --config=configs/default.py:method=els \
         --output_dir=workdir/els_benchmark [--num_samples=4]
 
-Writes ``benchmark.json`` and ``benchmark.md`` to ``--output_dir``; bad input prints one
+Writes ``benchmark.json``, ``benchmark.md`` and ``samples.png`` (final images: full ELS above,
+golden ELS below) to ``--output_dir``; bad input prints one
 ``error:`` line and exits with status 2.
 """
 
@@ -110,6 +111,9 @@ def benchmark(config, output_dir: str, *, num_samples: int, peak_size: int) -> d
                 "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
                 "cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
   outputs.write_json(os.path.join(output_dir, "benchmark.json"), results)
+  # Final images: full ELS in the first row, golden-subset ELS in the second.
+  outputs.write_png(os.path.join(output_dir, "samples.png"), outputs.readable_grid(
+      np.concatenate([full.images, golden.images]), columns=num_samples))
   peak = max(peak_before, peak_after)
   lines = ["| t | k | golden k_t | ELS s | golden s | speed-up | ELS GFLOP/s (% of matmul) "
            "| golden vs ELS r² |", "|---|---|---|---|---|---|---|---|"]
