@@ -62,7 +62,7 @@ def test_config_loads_and_validates(path):
 
 @pytest.mark.parametrize("name", sorted(SPEC))
 def test_spec_hyperparameters(name):
-  config = load_config(os.path.join(ROOT, "configs", f"{name}.py"))
+  config = load_config(os.path.join(ROOT, "configs", f"{name}.py"), "mask=published")
   k_min, k_max, theta, batch = SPEC[name]
   assert (config.golden.k_min, config.golden.k_max) == (k_min, k_max)
   assert config.denoiser.mask_threshold == theta
@@ -70,6 +70,21 @@ def test_spec_hyperparameters(name):
   assert (config.sampler.num_samples, config.sampler.num_steps) == (128, 10)
   assert config.sampler.batch_size == batch and config.seed == 7
   assert config.data.split == "train" and config.data.subset_size is None
+
+
+def test_default_mask_variant_and_its_thresholds():
+  """The floored mask by default; θ per variant (the published values with mask=published)."""
+  for name in sorted(SPEC):
+    config = load_config(os.path.join(ROOT, "configs", f"{name}.py"))
+    assert config.denoiser.diag_floor == common.MASK_VARIANTS[common.DEFAULT_MASK]["diag_floor"]
+    published = load_config(os.path.join(ROOT, "configs", f"{name}.py"), "mask=published")
+    assert (published.denoiser.eig_floor, published.denoiser.diag_floor) == (0.0, 0.0)
+  assert load_config(os.path.join(ROOT, "configs", "mnist.py")).denoiser.mask_threshold == 0.01
+  assert load_config(os.path.join(ROOT, "configs", "cifar10.py")).denoiser.mask_threshold == 0.03
+  default_config = default.get_config()
+  assert default_config.data.dataset == "mnist5k" and default_config.denoiser.mask_threshold == 0.01
+  with pytest.raises(ValueError, match="unknown mask variant"):
+    default.get_config("mask=nope")
 
 
 def test_conditional_imagenet_is_one_class_with_global_statistics():

@@ -268,8 +268,19 @@ def test_constant_border_keeps_local_neighbourhoods():
   abar = ref.ABAR[200]
   published = np.asarray(masks.locality_mask(stats.eigvals, stats.eigvecs, abar, 0.02))
   assert published[:, interior].sum(axis=0).mean() < 25
-  for variant in (dict(eig_floor=1e-3), dict(diag_floor=0.05), dict(threshold_scope="output")):
+  for variant in (dict(diag_floor=0.01), dict(eig_floor=1e-3), dict(threshold_scope="output")):
     got = np.asarray(masks.locality_mask(stats.eigvals, stats.eigvecs, abar, 0.02, **variant))
     for step in (1, -1, 28, -28):  # each interior output keeps its 4-neighbours
       assert got[centres + step, centres].mean() > 0.95, (variant, step)
     assert got[:, interior].sum(axis=0).mean() > 2 * published[:, interior].sum(axis=0).mean()
+
+
+def test_default_floor_leaves_data_without_degenerate_pixels_unchanged():
+  """The default variant (configs.common: diag_floor 0.01) gives exactly the published mask on
+  data whose pixels all vary (here procedural colour fields), at every step of a 10-step run."""
+  images = procedural_images(300, 8, 8, 3, seed=int(np.random.default_rng().integers(1000)))
+  stats = gd.fit(images)
+  for t in range(900, -1, -100):
+    published = masks.locality_mask(stats.eigvals, stats.eigvecs, ref.ABAR[t], 0.05)
+    floored = masks.locality_mask(stats.eigvals, stats.eigvecs, ref.ABAR[t], 0.05, diag_floor=0.01)
+    np.testing.assert_array_equal(np.asarray(floored), np.asarray(published))

@@ -227,6 +227,6 @@ def test_mask_variant_rows_reload_the_config_with_that_mask(data_dir):
   assert published.method == "pca_locality"
   assert published.denoiser.eig_floor == 0.0 and published.denoiser.mask_threshold == 0.005
   floor = table1.method_config("configs/default.py", overrides, "golddiff@floor", **kwargs)
-  assert floor.method == "golddiff" and floor.denoiser.eig_floor > 0
+  assert floor.method == "golddiff" and floor.denoiser.diag_floor > 0
   with pytest.raises(ValueError, match="unknown mask variant"):
     table1.method_config("configs/default.py", overrides, "golddiff@nope", **kwargs)
