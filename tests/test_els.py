@@ -115,13 +115,13 @@ def test_els_schedule_in_sampler():
   db, _, _ = _data((6, 6, 1), n=10, seed=7)
   stats = gd.fit(db.astype(np.float32))
   latents = gd.noise(jax.random.key(1), 2, stats.image_shape)
-  out = gd.sample(stats, latents, method="els", num_steps=3, patch_size=(5, 3, 1))
+  out = gd.sample(stats, latents, method="els", num_steps=3, patch_size=(3, 1, 1))
   assert out.images.shape == (2, 6, 6, 1) and np.all(np.isfinite(out.x0_trajectory))
   assert list(out.timesteps) == [666, 333, 0]
-  first = gd.denoise(stats, latents, 666, method="els", patch_size=5)  # step 1 uses k = 5
+  first = gd.denoise(stats, latents, 666, method="els", patch_size=3)  # step 1 uses k = 3
   np.testing.assert_allclose(out.x0_trajectory[0], first, rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="schedule has 2 entries"):
-    gd.sample(stats, latents, method="els", num_steps=3, patch_size=(5, 3))
+    gd.sample(stats, latents, method="els", num_steps=3, patch_size=(3, 1))
 
 
 @pytest.mark.parametrize("options, match", [
@@ -156,7 +156,7 @@ def test_golden_els_with_whole_database_is_full_els():
 
 
 def test_golden_els_subset_and_sharding():
-  """k_t < N: equals full ELS over the same golden subset; sharded equals unsharded."""
+  """k_t < N: equals the float64 ELS over the same golden subset."""
   db, x0, rng = _data((6, 6, 1), n=20, b=4, seed=12)
   db = db.astype(np.float32)
   stats = gd.fit(db)
@@ -175,9 +175,20 @@ def test_golden_els_subset_and_sharding():
     want = els_reference(x_t[b:b + 1].astype(np.float64), db[subset[b]].astype(np.float64),
                          abar, 3, "borders")
     np.testing.assert_allclose(got[b:b + 1], want, rtol=1e-4, atol=2e-5)
-  sharded = np.asarray(gd.denoise(stats, x_t, 100, method="els_golden", key=key,
-                                  mesh=gd.make_mesh(data=4, batch=2), **options))
-  np.testing.assert_allclose(sharded, got, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_golden_els_sharded_equals_unsharded():
+  db, x0, rng = _data((6, 6, 1), n=20, b=4, seed=12)
+  stats = gd.fit(db.astype(np.float32))
+  x_t = _noisy(x0, 100, rng)[0].astype(np.float32)
+  key = jax.random.key(3)
+  options = dict(patch_size=3, k_min=3, k_max=6, low_res_dim=3)
+  want = np.asarray(gd.denoise(stats, x_t, 100, method="els_golden", key=key, **options))
+  for mesh in (gd.make_mesh(data=8), gd.make_mesh(data=4, batch=2)):
+    got = np.asarray(gd.denoise(stats, x_t, 100, method="els_golden", key=key, mesh=mesh,
+                                **options))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("options, match", [
