@@ -135,6 +135,7 @@ def plot_kstar_vs_d(rows, best, out, quality):
         ci = np.nan_to_num(ci)
         ax.errorbar(d, k, yerr=[k - k * np.exp(-ci), k * np.exp(ci) - k], color=colour,
                     marker="o", capsize=3, lw=2.2 if tgt == "none" or r == best.get(tgt) else 1,
+                    zorder=3 if tgt == "none" else 2,
                     label="r=0" if tgt == "none" else
                     f"r={r:g}{' (best)' if r == best.get(tgt) else ''}")
       ax.set_xscale("log", base=2)
