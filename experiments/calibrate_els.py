@@ -98,6 +98,7 @@ def calibrate(config, reference_dir: str, output_dir: str, *, sizes, num_samples
       x0 = np.asarray(gd.denoise(stats, inputs[j], t, method="els", patch_size=k, **options))
       seconds[j, i] = time.perf_counter() - start
       table[j, i] = metrics.r2(x0, net)
+      print(f"  t={t} k={k}: r² {table[j, i]:.4f} ({seconds[j, i]:.1f} s)", flush=True)
     print(f"t={t}: r² " + " ".join(f"k={k}:{v:.3f}" for k, v in zip(sizes, table[j])) +
           f" → k={sizes[int(np.argmax(table[j]))]}", flush=True)
   chosen = best_sizes(table, sizes)
