@@ -167,27 +167,11 @@ TINY = {"data.dataset": "procedural", "data.num_images": 48, "data.resolution": 
         "mesh.data": 1}
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("stats"))
-
-
 def tiny_config(data_dir, method="golddiff", **changes):
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
-  for path, value in {**TINY, "data.data_dir": data_dir, "method": method, **changes}.items():
-    *parents, field = path.split(".")
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[field] = value
+  config.update_from_flattened_dict({**TINY, "data.data_dir": data_dir, "method": method,
+                                     **changes})
   return config
 
 
