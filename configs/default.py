@@ -97,6 +97,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.golden.proxy_repeat_factor = 1
   config.golden.proxy_upsample_mode = "repeat"
   config.golden.subset_chunk_size = common.optional(int)
+  # Steps with ᾱ_t ≤ high_noise_abar (t ≥ 800) whose random pool is smaller than N: "expansion"
+  # (closed form over all N images, docs/method.md §6.8) or "pool" (the published random pool).
+  config.golden.high_noise = "expansion"
+  config.golden.high_noise_abar = 0.002
 
   config.sampler = ml_collections.ConfigDict()
   config.sampler.num_steps = arg.steps
