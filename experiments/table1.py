@@ -96,16 +96,19 @@ def method_config(config_spec: str, overrides: dict, method: str, *, num_samples
     raise ValueError(f"unknown method {method!r}; valid methods: {sorted(gd.METHODS)}")
   path, _, arg = config_spec.partition(":")
   module = _load_module(path)
-  replaced = ("method", "mask") if mask else ("method",)
+  replaced = ("method", "mask", "steps") if mask else ("method", "steps")
   items = [i for i in arg.split(",") if i.strip() and i.partition("=")[0].strip() not in replaced]
   items += [f"method={method}"] + ([f"mask={mask}"] if mask else [])
-  try:
-    config = module.get_config(",".join(items))
-  except ValueError:  # a config file without a ``method`` argument: switch the field only
-    if mask:
-      raise
-    config = module.get_config(arg or None)
-    config.method = method
+  try:  # ``steps`` in the arg lets the config pick per-step settings (e.g. ELS patch sizes)
+    config = module.get_config(",".join(items + [f"steps={num_steps}"]))
+  except ValueError:
+    try:
+      config = module.get_config(",".join(items))
+    except ValueError:  # a config file without a ``method`` argument: switch the field only
+      if mask:
+        raise
+      config = module.get_config(arg or None)
+      config.method = method
   try:
     config.update_from_flattened_dict({k: v for k, v in overrides.items() if k != "method"})
   except (KeyError, AttributeError, TypeError) as e:
