@@ -1,6 +1,7 @@
 """AFHQv2 train (cat, dog, wild) at 64×64×3 (manual download), N≈14.6k.
 
-Spec §6 GoldDiff settings: k_min=1000, k_max=2000, θ=0.04, low_res_dim=16 (proxy 16×16).
+Published GoldDiff settings (docs/method.md §7.1): k_min=1000, k_max=2000, θ=0.04, low_res_dim=16
+(proxy 16×16).
 
     python -m golddiff_jax.main --config=configs/afhq.py --workdir=/tmp/afhq
     python -m golddiff_jax.main --config=configs/afhq.py:method=pca_locality,published \\

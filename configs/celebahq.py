@@ -1,6 +1,7 @@
 """CelebA-HQ at 64×64×3 (manual download), N=30000.
 
-Spec §6 GoldDiff settings: k_min=1500, k_max=3000, θ=0.03, low_res_dim=16 (proxy 16×16).
+Published GoldDiff settings (docs/method.md §7.1): k_min=1500, k_max=3000, θ=0.03, low_res_dim=16
+(proxy 16×16).
 
     python -m golddiff_jax.main --config=configs/celebahq.py --workdir=/tmp/celebahq
     python -m golddiff_jax.main --config=configs/celebahq.py:method=pca_locality,published \\

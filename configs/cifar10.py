@@ -1,6 +1,7 @@
 """CIFAR-10 32×32×3, train split, N=50000.
 
-Spec §6 GoldDiff settings: k_min=2500, k_max=5000, θ=0.03, low_res_dim=16 (proxy 16×16).
+Published GoldDiff settings (docs/method.md §7.1): k_min=2500, k_max=5000, θ=0.03, low_res_dim=16
+(proxy 16×16).
 
     python -m golddiff_jax.main --config=configs/cifar10.py --workdir=/tmp/cifar10
     python -m golddiff_jax.main --config=configs/cifar10.py:method=pca_locality,published \\

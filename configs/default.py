@@ -14,10 +14,13 @@ of ``configs.common.MASK_VARIANTS``: ``published`` is the published rule).
 
 Every dataset config starts from this one and mutates its sections:
 
-* ``data``: which images form the database (spec §2.6): dataset, split, resolution, subset, class.
-* ``stats``: how the statistics are fit (chunk rows; the database's or global statistics, §7).
+* ``data``: which images form the database (docs/method.md §2.6): dataset, split, resolution,
+  subset, class.
+* ``stats``: how the statistics are fit
+  (chunk rows; the database's or global statistics, docs/method.md §7.4).
 * ``denoiser``: options of the masked-softmax denoisers (θ, T, softmax, mask form, chunking).
-* ``golden``: GoldDiff's golden subset (budgets, proxy, selection, the §5.3 ablation switches).
+* ``golden``: GoldDiff's golden subset
+  (budgets, proxy, selection, the docs/method.md §6.3 ablation switches).
 * ``sampler``: DDIM steps, number of samples, batch size.
 * ``mesh``: the device mesh: ``data`` devices shard the database, ``batch`` devices the queries;
   ``distributed`` starts multi-host JAX (one process per host).
@@ -60,7 +63,8 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
 
   config.stats = ml_collections.ConfigDict()
   config.stats.chunk_size = 1024    # rows per chunk of the streamed fit (memory only)
-  config.stats.source = "database"  # or "global": μ, λ, V of the whole split (spec §7, Q-16)
+  # "database", or "global": μ, λ, V of the whole split (docs/method.md §7.4, §13 Q-16)
+  config.stats.source = "database"
   config.stats.global_subset_size = 50000  # images for "global" statistics (first n of the split)
   config.stats.cache_dir = common.optional(str)  # None: <workdir>/stats
 

@@ -1,6 +1,7 @@
 """Fashion-MNIST 28×28×1, train split, N=60000.
 
-Spec §6 GoldDiff settings: k_min=3000, k_max=6000, θ=0.02, low_res_dim=16 (proxy 14×14).
+Published GoldDiff settings (docs/method.md §7.1): k_min=3000, k_max=6000, θ=0.02, low_res_dim=16
+(proxy 14×14).
 
     python -m golddiff_jax.main --config=configs/fashion_mnist.py --workdir=/tmp/fashion_mnist
     python -m golddiff_jax.main --config=configs/fashion_mnist.py:method=pca_locality,published \\

@@ -1,7 +1,8 @@
 """Unconditional ImageNet-1K 64×64×3 (manual download), N=1.28M.
 
-Spec §6 GoldDiff settings: k_min=10000, k_max=20000 (from a published config comment; the
-published code never ran it), θ=0.02, low_res_dim=16 (proxy 16×16).
+Published GoldDiff settings (docs/method.md §7.1): k_min=10000, k_max=20000
+(from a published config comment; the published code never ran it), θ=0.02, low_res_dim=16
+(proxy 16×16).
 
     python -m golddiff_jax.main --config=configs/imagenet64.py --workdir=/tmp/imagenet64
     python -m golddiff_jax.main --config=configs/imagenet64.py:method=pca_locality,published \\

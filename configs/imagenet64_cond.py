@@ -1,9 +1,11 @@
-"""Class-conditional ImageNet-1K 64×64×3 (spec §7): the database is one class's images (~1.3k).
+"""Class-conditional ImageNet-1K 64×64×3 (docs/method.md §7.4): the database is one class's images
+(~1.3k).
 
-Spec §6 GoldDiff settings: k_min=60, k_max=120, θ=0.02, low_res_dim=16 (proxy 16×16).
-The mask statistics (μ, λ, V) are the global ones (spec §7, Q-16: the published 1.0 mix of global
-and class statistics), fit on the first ``stats.global_subset_size`` images of the whole split;
-``stats=database`` uses the class's own statistics instead.
+Published GoldDiff settings (docs/method.md §7.1): k_min=60, k_max=120, θ=0.02, low_res_dim=16
+(proxy 16×16). The mask statistics (μ, λ, V) are the global ones
+(docs/method.md §7.4, Q-16: the published 1.0 mix of global and class statistics), fit on the first
+``stats.global_subset_size`` images of the whole split; ``stats=database`` uses the class's own
+statistics instead.
 
     python -m golddiff_jax.main --config=configs/imagenet64_cond.py:cls=207 --workdir=/tmp/in_207
 

@@ -3,12 +3,12 @@ r"""Accuracy against float64: ours (float32 JAX) vs an emulation of the publishe
   python experiments/agreement.py --num_images=1000 --resolution=16 --channels=3 --batch=8
 
 For every DDIM timestep, held-out images (not in the database) are noised to x_t, and each denoiser's
-x̂_0 is compared with a float64 NumPy implementation of the spec's formulas (float64 moments, eigh,
-float64 mask and softmax). The "published float32" column emulates the released PyTorch code's
-arithmetic in NumPy float32: float32 covariance accumulation, SVD, L̃ = U diag(s) Vh, and the dense
-masked product and softmax in float32. For the optimal denoiser the released baseline is also
-truncated to the 200 nearest neighbours (quirk Q-9), shown in its own column.
-Reported: max |x̂_0 − x̂_0^f64| over the batch and all coordinates.
+x̂_0 is compared with a float64 NumPy implementation of the formulas in docs/method.md
+(float64 moments, eigh, float64 mask and softmax). The "published float32" column emulates the
+released PyTorch code's arithmetic in NumPy float32: float32 covariance accumulation, SVD, L̃ = U
+diag(s) Vh, and the dense masked product and softmax in float32. For the optimal denoiser the
+released baseline is also truncated to the 200 nearest neighbours (quirk Q-9), shown in its own
+column. Reported: max |x̂_0 − x̂_0^f64| over the batch and all coordinates.
 """
 
 import time
@@ -104,7 +104,7 @@ def main(argv):
   f32 = {"db": db.astype(np.float32)}
   f32["mean"], f32["cov"] = moments(db, np.float32)
   print(f"# {time.strftime('%Y-%m-%d')} N={n} {res}x{res}x{ch} B={b} θ={_THRESHOLD.value}")
-  print("| t | method | ours (float32 JAX) | spec formula in NumPy float32 (SVD mask) "
+  print("| t | method | ours (float32 JAX) | docs/method.md formula in NumPy float32 (SVD mask) "
         "| published optimal: kNN-200 softmax (Q-9) |")
   print("|---|---|---|---|---|")
   for t in schedules.ddim_timesteps(10):

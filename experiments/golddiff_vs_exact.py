@@ -3,9 +3,10 @@ r"""How closely GoldDiff tracks the exact full-scan PCA-locality denoiser from t
   python experiments/golddiff_vs_exact.py --num_images=5000 --batch=16
 
 Both methods sample the same latents with the same θ; the final images (and every step's x̂_0) are
-compared with the paper's metrics (spec §8.4: images mapped by clamp((x+1)/2, 0, 1), MSE, and r²
-with the unbiased per-sample variance of the reference). Queries are fresh noise, so the check is
-on data the database never saw. k_min/k_max default to the paper's N/20 and N/10.
+compared with the paper's metrics
+(docs/method.md §8.4: images mapped by clamp((x+1)/2, 0, 1), MSE, and r² with the unbiased
+per-sample variance of the reference). Queries are fresh noise, so the check is on data the database
+never saw. k_min/k_max default to the paper's N/20 and N/10.
 """
 
 import time
@@ -31,7 +32,7 @@ _HIGH_NOISE = flags.DEFINE_list("high_noise", ["pool"], "GoldDiff high_noise set
 
 
 def paper_metrics(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-  """(MSE, r²) of x against the reference y, per spec §8.4 (`golddiff_jax.metrics`)."""
+  """(MSE, r²) of x against the reference y, per docs/method.md §8.4 (`golddiff_jax.metrics`)."""
   return metrics.mse(x, y), metrics.r2(x, y)
 
 

@@ -6,8 +6,8 @@ A study file defines ``BASE_CONFIG`` (a config path, optionally ``path:arg``, re
 repository root) and ``get_sweep()`` returning a list of override dicts: ``{"name": ...,
 "golden.dynamic_m": False, ...}`` (``name`` optional: it defaults to the overrides). It may define
 ``REFERENCE``, the name of the run the others are compared with (MSE and r² of the final images,
-spec §8.4), and ``get_sweep`` may take the ``--sweep_arg`` string. A study of another kind of run
-defines ``run(config, workdir)`` (it must write ``config.json`` and, last, ``metrics.json``);
+docs/method.md §8.4), and ``get_sweep`` may take the ``--sweep_arg`` string. A study of another kind
+of run defines ``run(config, workdir)`` (it must write ``config.json`` and, last, ``metrics.json``);
 the default is `golddiff_jax.run.run` (e.g. experiments/sweeps/sparsity_screen.py).
 
 Each run goes to ``DIR/<name>`` through `golddiff_jax.run.run`, in this process (compiled steps
@@ -83,7 +83,8 @@ def run_name(overrides: dict) -> str:
 
 
 def compare(images: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-  """MSE and r² of final images vs a reference (spec §8.4: clamp((x+1)/2), unbiased v_b)."""
+  """MSE and r² of final images vs a reference
+  (docs/method.md §8.4: clamp((x+1)/2), unbiased v_b)."""
   x = np.clip((images.reshape(len(images), -1) + 1) / 2, 0, 1).astype(np.float64)
   y = np.clip((reference.reshape(len(reference), -1) + 1) / 2, 0, 1).astype(np.float64)
   sq = ((x - y) ** 2).sum(axis=1)

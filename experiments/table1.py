@@ -1,11 +1,12 @@
-r"""The paper's main table (spec §8, §9.1): every analytical method against the reference network.
+r"""The paper's main table (docs/method.md §8, §9.1): every analytical method against the reference
+network.
 
   python experiments/table1.py --config=configs/default.py --reference=workdir/reference_default \
       --output_dir=workdir/table1_default [--num_samples=128] [--batch_size=16] \
       [--methods=optimal,wiener,pca_locality,golddiff,pca_locality@published] [--num_steps=10]
       [--seed=7]
 
-Protocol (spec §8):
+Protocol (docs/method.md §8):
 * Each method's config is the config file reloaded with ``method=<name>`` in its ``:arg`` (so a
   baseline gets its dataset settings, e.g. PCA-locality's own θ), then the
   ``--config.field=value`` overrides; its options are ``run_config.method_options``, and
@@ -18,16 +19,17 @@ Protocol (spec §8):
   of ``split(key(seed))`` as in ``run.run``; sample i's sampler key is ``fold_in(second half,
   i)`` (`gd.sample_keys`), as in the launcher, so a sample does not depend on the batch size. Each follows its own trajectory, and at every step the method's x̂_0 is compared with
   the reference's x̂_0 (`golddiff_jax.metrics.trajectory_metrics`); the score is the last step.
-* Time (spec §8.5), per method: compile seconds (sum over all steps and batches), the median
-  post-compile step seconds, and the published-style number: the wall time of all of the
+* Time (docs/method.md §8.5), per method: compile seconds (sum over all steps and batches), the
+  median post-compile step seconds, and the published-style number: the wall time of all of the
   method's sampling calls (plans, masks, compiles, host copies included; statistics excluded)
   divided by (batches × steps), at the stated batch size.
-* Memory (spec §8.6): "peak mem" is the largest of XLA's estimates for one compiled sampling step
-  (``SampleOutput.step_bytes``: that step's arguments — database, statistics, the step's mask
-  or plan, latents — plus outputs and temporaries), in GiB. It leaves out what lives outside the
-  step: the other steps' precomputed plans, host-side trajectories and the Python process. The
-  process high-water mark (``outputs.peak_memory``: device ``peak_bytes_in_use``, or peak RSS on
-  CPU; cumulative, so it is recorded after each method in turn) goes to metrics.json.
+* Memory (docs/method.md §8.6): "peak mem" is the largest of XLA's estimates for one compiled
+  sampling step (``SampleOutput.step_bytes``: that step's arguments — database, statistics, the
+  step's mask or plan, latents — plus outputs and temporaries), in GiB. It leaves out what lives
+  outside the step: the other steps' precomputed plans, host-side trajectories and the Python
+  process. The process high-water mark
+  (``outputs.peak_memory``: device ``peak_bytes_in_use``, or peak RSS on CPU; cumulative, so it is
+  recorded after each method in turn) goes to metrics.json.
 * Memorization (`metrics.memorization`): nearest/second-nearest L2 ratio of each final sample
   against the database, and the fraction below 1/3; also for the reference's own samples.
 
@@ -62,7 +64,7 @@ from golddiff_jax import cli, masks, metrics, outputs, run as run_lib, run_confi
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Analytical run config (data, options).")
 _REFERENCE = flags.DEFINE_string("reference", None, "Reference network checkpoint directory.")
-_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 128, "Samples per method (spec §8.3).",
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 128, "Samples per method (docs/method.md §8.3).",
                                     lower_bound=1)
 _BATCH = flags.DEFINE_integer("batch_size", None, "Samples per batch (default: the config's).",
                               lower_bound=1)
@@ -256,8 +258,8 @@ def write_tables(output_dir: str, results: dict) -> None:
   lines += [
       "",
       "MSE, r², L1: final x̂_0 (t = 0) vs the reference network's, both clamp((x+1)/2, 0, 1), "
-      "spec §8.4. s/step: published-style wall time of the whole sampling (compile included) / "
-      "(batches × steps) at the stated batch size; median step s excludes compilation. Peak mem: "
+      "docs/method.md §8.4. s/step: published-style wall time of the whole sampling "
+      "(compile included) / (batches × steps) at the stated batch size; median step s excludes compilation. Peak mem: "
       "max over steps of XLA's estimate for one compiled step (its arguments incl. database, "
       "statistics and that step's mask, plus outputs and temporaries); other steps' plans and "
       "host memory are not included. Memorized: fraction of samples whose nearest training image "

@@ -1,4 +1,5 @@
-r"""Trains the reference U-Net (spec §8.1), resuming when the workdir already has checkpoints.
+r"""Trains the reference U-Net (docs/method.md §8.1), resuming when the workdir already has
+checkpoints.
 
   python experiments/train_reference.py --config=configs/train/default.py \
       --workdir=workdir/reference_default [--config.train.num_steps=500 ...]

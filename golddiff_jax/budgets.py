@@ -1,10 +1,10 @@
-"""GoldDiff's per-step budgets and proxy resolution (spec §5.1–5.3), computed on the host.
+"""GoldDiff's per-step budgets and proxy resolution (docs/method.md §6.1–6.3), computed on the host.
 
 Everything here is plain Python on static values: the budgets become static shapes of the
 per-step compiled function, so each distinct (m_t, k_t) compiles once.
 
-Budgets (spec §5.2, quirk Q-5): with ν_t = clip(√max(1 − ᾱ_t, 0), 0, 1) computed in float64 from
-the float32 ᾱ_t and φ_t = 1 − ν_t,
+Budgets (docs/method.md §6.2, quirk Q-5): with ν_t = clip(√max(1 − ᾱ_t, 0), 0, 1) computed in
+float64 from the float32 ᾱ_t and φ_t = 1 − ν_t,
 
     m_t = clip(R(k_max + (N − k_max)·φ_t), k_max, N)     # random-pool size
     k_t = max(k_min, R(k_max − (k_max − k_min)·φ_t))    # golden-subset size
@@ -17,7 +17,8 @@ Input rules (a deliberate tightening of the published clamps, which silently fix
 * an explicit k_min or k_max below 1 or above N, or k_min > k_max, raises ValueError (the
   published code clamps k ← min(k, N) and k_max ← max(k_max, k_min) instead);
 * ``static_m`` < k_max raises ValueError (Q-7: the published code pads with duplicates);
-* ``low_res_dim`` < 0 raises ValueError; 0 means "auto" (the published ≤ 0 rule of §5.1 step 4).
+* ``low_res_dim`` < 0 raises ValueError; 0 means "auto"
+  (the published ≤ 0 rule of docs/method.md §6.1 step 4).
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def schedule(budgets: Budgets, abars, **ablation) -> list[tuple[int, int]]:
 
 
 def _proxy_side(res: int, low_res_dim: int) -> int:
-  """The proxy side length r_p for an image side ``res`` (spec §5.1 step 4)."""
+  """The proxy side length r_p for an image side ``res`` (docs/method.md §6.1 step 4)."""
   if low_res_dim <= 0:
     upper = res // 2
     divisors = [d for d in range(4, upper + 1) if res % d == 0]
@@ -127,7 +128,8 @@ def _proxy_side(res: int, low_res_dim: int) -> int:
 
 
 def proxy_grid(image_shape, low_res_dim: int) -> tuple[int, int]:
-  """Proxy (height, width) for ``image_shape`` (H, W, C); each side follows §5.1 step 4.
+  """Proxy (height, width) for ``image_shape`` (H, W, C); each side follows
+  docs/method.md §6.1 step 4.
 
   Examples: 32 → 16 (f = 2), 64 → 16 (f = 4), 28 → 14 (f = 2).
   """

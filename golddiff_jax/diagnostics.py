@@ -1,4 +1,5 @@
-"""Posterior concentration diagnostics (spec §10, §11): how many training images carry the mass.
+"""Posterior concentration diagnostics (docs/method.md §10, §11): how many training images carry the
+mass.
 
 `posterior_support` scans the whole database (in chunks over N) at one noisy batch x_t and
 noise level ᾱ and reports, per sample:
@@ -7,12 +8,13 @@ noise level ᾱ and reports, per sample:
   w_i ∝ exp(−‖x_t − a_t x_i‖² / (2σ_t² T)) (the Optimal denoiser's softmax);
 * ``effective_size`` [B]: exp(entropy) of those weights; ``max_weight`` [B];
 * with ``subset`` [B, k] (e.g. GoldDiff's golden subset): ``tail_mass`` [B], the full-posterior
-  mass outside the subset (ε_S of spec §11), and ``subset_support`` / ``subset_effective_size``
-  of the weights renormalised over the subset (what GoldDiff's softmax would see unmasked);
-* with ``mask_threshold`` (the PCA-locality mask of spec §4.3): ``masked_effective_size``
+  mass outside the subset (ε_S of docs/method.md §11), and ``subset_support`` /
+  ``subset_effective_size`` of the weights renormalised over the subset
+  (what GoldDiff's softmax would see unmasked);
+* with ``mask_threshold`` (the PCA-locality mask of docs/method.md §4): ``masked_effective_size``
   [B, D], exp(entropy) of every coordinate's masked softmax over all N, and, with ``subset``,
   ``masked_tail_mass`` [B, D], the per-coordinate tail mass ε_S[m] that bounds GoldDiff's
-  truncation error |x̂[m] − x̂_S[m]| ≤ 2 ε_S[m] (spec §11 item 2).
+  truncation error |x̂[m] − x̂_S[m]| ≤ 2 ε_S[m] (docs/method.md §11 item 2).
 
 `golddiff_support` runs GoldDiff's retrieval for one step and reports the above for its subset.
 A sharded database is gathered onto one device first (`stats.unshard`): these are diagnostics

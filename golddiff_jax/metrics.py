@@ -1,11 +1,12 @@
-"""Evaluation metrics (spec §8): a method's images against a reference, and memorization.
+"""Evaluation metrics (docs/method.md §8): a method's images against a reference, and memorization.
 
 Every input is a batch of model-space images in [−1, 1], shape [B, ...] (NHWC or flat), NumPy or
 JAX. Before any metric both sides are post-processed with `to_unit`, clamp((x + 1)/2, 0, 1)
-(spec §2.6, §8.2), and flattened per sample to D values. ``x`` is the method, ``y`` the reference.
+(docs/method.md §2.6, §8.2), and flattened per sample to D values. ``x`` is the method, ``y`` the
+reference.
 
 * `mse`, `r2`, `l1` return the mean over samples as a Python float, or the per-sample values
-  [B] (NumPy) with ``per_sample=True``. They are exactly the formulas of spec §8.4:
+  [B] (NumPy) with ``per_sample=True``. They are exactly the formulas of docs/method.md §8.4:
 
       MSE = mean_b (1/D) Σ_d (x_bd − y_bd)²
       r²  = mean_b [1 − Σ_d (x_bd − y_bd)² / (D·v_b)],
@@ -18,7 +19,7 @@ JAX. Before any metric both sides are post-processed with `to_unit`, clamp((x + 
   jitted core; the mean over samples is taken in float64. The variance is taken of
   y_b − y_b[0] (shift invariant), so a constant reference image has v_b exactly 0.
 * `trajectory_metrics` applies them at every sampling step of two x̂_0 trajectories [S, B, ...]
-  (spec §8.2: the reported score is the last step).
+  (docs/method.md §8.2: the reported score is the last step).
 * `memorization` scores samples against the training set by nearest neighbours (see its
   docstring for the criterion and why).
 
@@ -87,7 +88,7 @@ def _check_r2_dim(d: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# MSE, r², L1 (spec §8.4)
+# MSE, r², L1 (docs/method.md §8.4)
 # ----------------------------------------------------------------------------------------------
 
 @jax.jit
@@ -111,12 +112,13 @@ def _reduce(values: jax.Array, per_sample: bool) -> float | np.ndarray:
 
 
 def mse(x: Any, y: Any, *, per_sample: bool = False) -> float | np.ndarray:
-  """Mean squared error of the clamped unit-space images (spec §8.4)."""
+  """Mean squared error of the clamped unit-space images (docs/method.md §8.4)."""
   return _reduce(_per_sample(*_pair(x, y, lead=1))["mse"], per_sample)
 
 
 def r2(x: Any, y: Any, *, per_sample: bool = False) -> float | np.ndarray:
-  """r² with the unbiased per-sample variance of ``y`` (spec §8.4, including (D − 1)/D)."""
+  """r² with the unbiased per-sample variance of ``y``
+  (docs/method.md §8.4, including (D − 1)/D)."""
   x, y = _pair(x, y, lead=1)
   _check_r2_dim(x.shape[-1])
   return _reduce(_per_sample(x, y)["r2"], per_sample)
@@ -135,7 +137,7 @@ def compare(x: Any, y: Any, *, per_sample: bool = False) -> dict:
 
 
 def trajectory_metrics(traj_x: Any, traj_y: Any) -> dict:
-  """Per-step metrics of two x̂_0 trajectories [S, B, ...] (method, reference; spec §8.2).
+  """Per-step metrics of two x̂_0 trajectories [S, B, ...] (method, reference; docs/method.md §8.2).
 
   Returns ``mse_per_step``, ``r2_per_step``, ``l1_per_step`` (lists of S floats, each the mean
   over the B samples at that step) and ``mse``, ``r2``, ``l1``: the last step's values, i.e. the

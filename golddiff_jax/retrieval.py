@@ -1,12 +1,12 @@
-"""GoldDiff's golden-subset retrieval (spec §5.2 steps 5–8): pre-sample, coarse proxy screen, fine
-selection. Pure jit-able functions of static sizes.
+"""GoldDiff's golden-subset retrieval (docs/method.md §6.2 steps 5–8): pre-sample, coarse proxy
+screen, fine selection. Pure jit-able functions of static sizes.
 
 For each sample b of a step with budgets (m_t, k_t) and k_max proxy survivors:
 
 1. **Pre-sample** (`pool_mask`): a uniform random subset R_b of m_t of the N images without
    replacement: the m_t smallest of N random uint32 keys drawn from the sample's own key
    fold_in(fold_in(step_key, POOL_STREAM), b), found by bisection (`select.smallest_mask`). The
-   pool is a mask [B, N]; non-pool proxy distances become +inf (spec §14 item 9).
+   pool is a mask [B, N]; non-pool proxy distances become +inf (docs/method.md §6.6).
 2. **Coarse screen** (`coarse_screen`): dist_c = s·‖P(x_t) − a_t·P(x_i)‖² in expanded form
    (‖P(x_t)‖² + a_t²‖P(x_i)‖² − 2a_t⟨P(x_t), P(x_i)⟩, precision HIGHEST) for every i, with s the
    proxy scale (1, or ρ for the "repeat" ablation); keep the k_max smallest over R_b.
@@ -158,7 +158,7 @@ def coarse_candidates(proxy_db: jax.Array, proxy_sq: jax.Array, x_proxy: jax.Arr
 def coarse_screen(proxy_db: jax.Array, proxy_sq: jax.Array, x_proxy: jax.Array, a: jax.Array,
                   pool: jax.Array | None, k: int, *, scale: float = 1.0, chunk: int,
                   method: str = "exact", recall_target: float = 0.95) -> jax.Array:
-  """[B, k] int32: the k pool members with the smallest proxy distance (spec §5.2 step 7);
+  """[B, k] int32: the k pool members with the smallest proxy distance (docs/method.md §6.2 step 7);
   arguments as `coarse_candidates`."""
   return coarse_candidates(proxy_db, proxy_sq, x_proxy, a, pool, k, scale=scale, chunk=chunk,
                            method=method, recall_target=recall_target)[1]
@@ -194,7 +194,7 @@ def ranked_select(dist: jax.Array, k: int, *, method: str = "exact",
 def fine_select(database: jax.Array, sq_norms: jax.Array, x_t: jax.Array, a: jax.Array,
                 candidates: jax.Array, k: int, *, chunk: int, method: str = "exact",
                 recall_target: float = 0.95, ranked: bool = False) -> jax.Array:
-  """[B, k] int32: the k candidates nearest to x_t/a in unmasked L2 (spec §5.2 step 8).
+  """[B, k] int32: the k candidates nearest to x_t/a in unmasked L2 (docs/method.md §6.2 step 8).
 
   ``ranked``: order them nearest first (`ranked_select`), so that a prefix of any length k_t is
   the k_t nearest; otherwise their order is unspecified.

@@ -310,7 +310,7 @@ def _run(config, workdir: str, is_main: bool, mesh) -> dict:
       "compile_seconds_total": float(result["compile_seconds"].sum()),
       "prepare_seconds": result["prepare_seconds"],  # per batch: masks and plans, before step 1
       "sampling_seconds": sampling_seconds,
-      # Spec §8.5: whole sampling wall time / (local batches × steps), compile included.
+      # docs/method.md §8.5: whole sampling wall time / (local batches × steps), compile included.
       "published_style_seconds_per_batch_step": sampling_seconds / (num_batches * steps),
       "setup_seconds": setup_seconds, **info,
       "peak_memory": memory.run_peak(started, result["step_bytes"].ravel()),

@@ -1,4 +1,5 @@
-"""The DDIM sampling loop (spec §2): one compiled function per distinct step shape, timed per step.
+"""The DDIM sampling loop (docs/method.md §2): one compiled function per distinct step shape, timed
+per step.
 
 Every step's plan (masks, budgets) is prepared once per run before the loop. Each step runs
 ``x̂_0 = apply(stats, plan, x_t, key_j)`` and the η = 0 DDIM update fused in one jitted function.

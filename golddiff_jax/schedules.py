@@ -1,4 +1,4 @@
-"""Noise schedule and the deterministic DDIM update (spec §2).
+"""Noise schedule and the deterministic DDIM update (docs/method.md §2).
 
 The schedule is computed in float32 NumPy on the host, in the published order of operations, so that
 ᾱ_t matches diffusers' ``DDIMScheduler(beta_start=1e-4, beta_end=0.02, beta_schedule="linear")``
@@ -51,7 +51,7 @@ def alpha_bar_prev(t: int, num_steps: int,
 
 
 def ddim_step(x_t: jnp.ndarray, x0_hat: jnp.ndarray, abar_t, abar_prev) -> jnp.ndarray:
-  """η = 0 DDIM update with clip_sample=True (spec §2.4).
+  """η = 0 DDIM update with clip_sample=True (docs/method.md §2.4).
 
   ε̂ is computed from the *unclipped* x̂_0; only the position term uses clip(x̂_0, −1, 1).
   """

@@ -1,4 +1,4 @@
-"""Softmax-weighted averages over candidates that arrive in chunks (spec §4.3).
+"""Softmax-weighted averages over candidates that arrive in chunks (docs/method.md §5.4).
 
 Two accumulators share one state layout (max, sum, numerator) per (sample, coordinate):
 

@@ -1,10 +1,11 @@
-"""Dataset statistics: the database, its mean and the eigendecomposition of its covariance (spec §3).
+"""Dataset statistics: the database, its mean and the eigendecomposition of its covariance
+(docs/method.md §3).
 
 ``fit`` streams the images in chunks and accumulates the mean and the unbiased covariance in float64
 (two passes: mean first, then covariance), then takes ``eigh`` in float64 and clips λ at 0. The
-database itself is kept in float32, flattened per image in (H, W, C) order; every formula in the
-spec is equivariant under a fixed permutation of the coordinates, so this matches the published
-channel-major results exactly.
+database itself is kept in float32, flattened per image in (H, W, C) order; every formula is
+equivariant under a fixed permutation of the coordinates (docs/method.md §1.2), so this matches
+the published channel-major results exactly.
 """
 
 from __future__ import annotations

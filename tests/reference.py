@@ -1,7 +1,8 @@
-"""Float64 NumPy reference implementations written from the spec (golddiff_spec.md), for the tests.
+"""Float64 NumPy reference implementations written from docs/method.md, for the tests.
 
-Nothing here imports golddiff_jax: every function is an independent transcription of a spec formula.
-Arrays are flattened per image in (H, W, C) order, rows are samples / database images.
+Nothing here imports golddiff_jax: every function is an independent transcription of a formula in
+docs/method.md. Arrays are flattened per image in (H, W, C) order, rows are samples / database
+images.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import numpy as np
 
 NUM_TRAIN_TIMESTEPS = 1000
 
-# Spec §2.2 table: t -> (ᾱ_t, σ_t, φ_t, a_t), as printed (strings keep the printed precision).
+# docs/method.md §2.2 table: t -> (ᾱ_t, σ_t, φ_t, a_t), as printed
+# (strings keep the printed precision).
 SPEC_TABLE = {
     900: ("2.7024e-4", "0.999865", "0.000135", "0.01644"),
     800: ("1.5075e-3", "0.999246", "0.000754", "0.03883"),
@@ -33,11 +35,12 @@ def printed_half_ulp(text: str) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# §2 schedule and DDIM
+# docs/method.md §2 schedule and DDIM
 # ----------------------------------------------------------------------------------------------
 
 def alphas_cumprod_f32() -> np.ndarray:
-  """§2.1 as specified: float32 linear β, float32 cumulative product of α = 1 − β (returned as f64)."""
+  """docs/method.md §2.1 as specified: float32 linear β, float32 cumulative product of α = 1 − β
+  (returned as f64)."""
   beta = np.linspace(1e-4, 0.02, NUM_TRAIN_TIMESTEPS, dtype=np.float32)
   return np.cumprod(np.float32(1.0) - beta, dtype=np.float32).astype(np.float64)
 
@@ -52,7 +55,7 @@ ABAR = alphas_cumprod_f32()
 
 
 def leading_timesteps(num_steps: int) -> np.ndarray:
-  """§2.2: t_j = (S − 1 − j)·⌊1000/S⌋."""
+  """docs/method.md §2.2: t_j = (S − 1 − j)·⌊1000/S⌋."""
   ratio = NUM_TRAIN_TIMESTEPS // num_steps
   return np.array([(num_steps - 1 - j) * ratio for j in range(num_steps)], np.int64)
 
@@ -63,7 +66,7 @@ def abar_prev(t: int, num_steps: int) -> float:
 
 
 def ddim_step(x_t, x0_hat, abar_t, abar_p):
-  """§2.4 in float64: ε̂ from the unclipped x̂_0, clip only in the position term."""
+  """docs/method.md §2.4 in float64: ε̂ from the unclipped x̂_0, clip only in the position term."""
   x_t = np.asarray(x_t, np.float64)
   x0_hat = np.asarray(x0_hat, np.float64)
   eps_hat = (x_t - np.sqrt(abar_t) * x0_hat) / np.sqrt(1.0 - abar_t)
@@ -71,7 +74,7 @@ def ddim_step(x_t, x0_hat, abar_t, abar_p):
 
 
 # ----------------------------------------------------------------------------------------------
-# §3 statistics and §4.3 masks
+# docs/method.md §3 statistics and docs/method.md §4 masks
 # ----------------------------------------------------------------------------------------------
 
 def flatten(images) -> np.ndarray:
@@ -92,7 +95,7 @@ def wiener_operator(cov, abar) -> np.ndarray:
 
 
 def mask(cov, abar, theta):
-  """§4.3 steps 1–4. Returns (binary mask M, real-valued M̃, τ)."""
+  """docs/method.md §4.1 steps 1–4. Returns (binary mask M, real-valued M̃, τ)."""
   op = wiener_operator(cov, abar).copy()
   g = np.diag(op).copy()
   small = np.abs(g) < 1e-6
@@ -126,7 +129,7 @@ def mask_variant(cov, abar, theta, *, eig_floor=0.0, diag_floor=0.0, scope="glob
 
 
 # ----------------------------------------------------------------------------------------------
-# §4 softmax and denoisers
+# docs/method.md §5 softmax and denoisers
 # ----------------------------------------------------------------------------------------------
 
 def softmax_mean(logits, values) -> np.ndarray:
@@ -143,8 +146,9 @@ def softmax_mean(logits, values) -> np.ndarray:
 
 
 def wssm_mean(logits, values, chunk: int) -> np.ndarray:
-  """§4.3 WSSM: per-chunk local softmaxes over contiguous chunks of `chunk` candidates (the last
-  one may be partial), x̂ = Σ_c Σ_{i∈c} w^{(c)}_i x_i / (Σ_c Σ_{i∈c} w^{(c)}_i + 1e−8)."""
+  """docs/method.md §5.4 WSSM: per-chunk local softmaxes over contiguous chunks of `chunk`
+  candidates (the last one may be partial), x̂ = Σ_c Σ_{i∈c} w^{(c)}_i x_i /
+  (Σ_c Σ_{i∈c} w^{(c)}_i + 1e−8)."""
   logits = np.asarray(logits, np.float64)
   values = np.asarray(values, np.float64)
   n = logits.shape[1]
@@ -161,7 +165,7 @@ def wssm_mean(logits, values, chunk: int) -> np.ndarray:
 
 
 def optimal_logits(database, x_t, abar, temperature=1.0) -> np.ndarray:
-  """§4.1: −‖x_t − a x_i‖² / (2σ²T), [B, N, 1]."""
+  """docs/method.md §5.1: −‖x_t − a x_i‖² / (2σ²T), [B, N, 1]."""
   db = np.asarray(database, np.float64)
   x_t = np.asarray(x_t, np.float64)
   diff = x_t[:, None, :] - np.sqrt(abar) * db[None]
@@ -173,7 +177,8 @@ def optimal(database, x_t, abar, temperature=1.0) -> np.ndarray:
 
 
 def wiener(database, x_t, abar) -> np.ndarray:
-  """§4.2 as the Gaussian posterior mean μ + aΣ(a²Σ + σ²I)^{-1}(x_t − aμ) (np.cov + solve, no eigh)."""
+  """docs/method.md §5.2 as the Gaussian posterior mean μ + aΣ(a²Σ + σ²I)^{-1}(x_t − aμ)
+  (np.cov + solve, no eigh)."""
   db = np.asarray(database, np.float64)
   x_t = np.asarray(x_t, np.float64)
   mu = db.mean(axis=0)
@@ -186,7 +191,7 @@ def wiener(database, x_t, abar) -> np.ndarray:
 
 
 def pca_logits(database, x_t, abar, mask_matrix, temperature=1.0) -> np.ndarray:
-  """§4.3: logit[b,i,m] = −Σ_n (x_t[b,n] − a x_i[n])² M[n,m] / (2σ²T), [B, N, D]."""
+  """docs/method.md §5.3: logit[b,i,m] = −Σ_n (x_t[b,n] − a x_i[n])² M[n,m] / (2σ²T), [B, N, D]."""
   db = np.asarray(database, np.float64)
   x_t = np.asarray(x_t, np.float64)
   delta = (x_t[:, None, :] - np.sqrt(abar) * db[None]) ** 2
@@ -202,7 +207,7 @@ def pca_locality(database, x_t, abar, mask_matrix, temperature=1.0, wssm_chunk=N
 
 
 # ----------------------------------------------------------------------------------------------
-# §2 full DDIM loop
+# docs/method.md §2 full DDIM loop
 # ----------------------------------------------------------------------------------------------
 
 def ddim_sample(denoise_fn, latents, num_steps: int):

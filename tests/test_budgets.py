@@ -1,4 +1,5 @@
-"""Budgets m_t / k_t (spec §5.2–5.4) and the proxy resolution rule (spec §5.1)."""
+"""Budgets m_t / k_t (docs/method.md §6.2–6.4) and the proxy resolution rule
+(docs/method.md §6.1)."""
 
 import pytest
 
@@ -6,7 +7,7 @@ from golddiff_jax import budgets, schedules
 
 TIMESTEPS = [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
 
-# Spec §5.4: (N, k_min, k_max) → [(m_t, k_t)] for t = 900 … 0.
+# docs/method.md §6.4: (N, k_min, k_max) → [(m_t, k_t)] for t = 900 … 0.
 TABLE = {
     "cifar10": ((50000, 2500, 5000), [
         (5006, 5000), (5034, 4998), (5155, 4991), (5579, 4968), (6786, 4901), (9589, 4745),

@@ -1,5 +1,6 @@
-"""Config files: each loads and validates, carries the spec §6 hyperparameters, and every field
-can be overridden from the command line; validation rejects bad values with a clear message."""
+"""Config files: each loads and validates, carries the published hyperparameters
+(docs/method.md §7), and every field can be overridden from the command line; validation rejects bad
+values with a clear message."""
 
 import glob
 import os
@@ -22,7 +23,7 @@ CONFIG_FILES = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py")
                       if os.path.basename(p) not in ("__init__.py", "common.py"))
 HAS_GOLDDIFF = "golddiff" in METHODS
 
-# Spec §6: dataset → (k_min, k_max, θ, global batch).
+# docs/method.md §7: dataset → (k_min, k_max, θ, global batch).
 SPEC = {"mnist": (3000, 6000, 0.02, 64), "fashion_mnist": (3000, 6000, 0.02, 32),
         "cifar10": (2500, 5000, 0.03, 16), "celebahq": (1500, 3000, 0.03, 32),
         "afhq": (1000, 2000, 0.04, 32), "imagenet64_cond": (60, 120, 0.02, 64)}

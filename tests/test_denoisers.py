@@ -1,5 +1,5 @@
-"""Analytical denoisers (spec §4.1–4.3) against float64 NumPy references, via gd.denoise (NHWC) and
-via golddiff_jax.denoisers.<method>.apply.
+"""Analytical denoisers (docs/method.md §5.1–5.3) against float64 NumPy references, via gd.denoise
+(NHWC) and via golddiff_jax.denoisers.<method>.apply.
 
 Tolerances: for t ≥ 100 the logits are O(1e2–1e3) and float32 evaluation agrees with the float64
 reference to rtol 1e-4 / atol 1e-5 in x̂_0 space. At t = 0 (σ² = 1e−4) the logits reach ~1e4–1e6:
@@ -65,7 +65,7 @@ def _db(name):
 
 
 # ------------------------------------------------------------------------------------------------
-# Optimal (§4.1)
+# Optimal (docs/method.md §5.1)
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -135,7 +135,7 @@ def test_optimal_t0_near_tie(name):
 
 
 # ------------------------------------------------------------------------------------------------
-# Wiener (§4.2)
+# Wiener (docs/method.md §5.2)
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -160,7 +160,7 @@ def test_wiener_apply_directly_and_leaves_box():
 
 
 # ------------------------------------------------------------------------------------------------
-# PCA-locality (§4.3)
+# PCA-locality (docs/method.md §5.3)
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", DATASETS)
@@ -181,7 +181,8 @@ def test_pca_locality_impls_match_reference(name, t):
 
 @pytest.mark.parametrize("name", DATASETS)
 def test_pca_locality_contracts_over_row_index(name):
-  """dist = delta @ M (spec §14.6); the transposed mask gives a measurably different estimator."""
+  """dist = delta @ M (docs/method.md §5.3); the transposed mask gives a measurably different
+  estimator."""
   t = 100
   mask = _mask(name, t)
   assert np.sum(mask != mask.T) > 0

@@ -72,7 +72,8 @@ def test_error_shrinks_as_k_grows(setup):
 
 
 def test_truncation_bound_per_coordinate(setup):
-  """|x̂[m] − x̂_S[m]| ≤ 2 ε_S[m] with ε_S[m] the full-scan tail mass (spec §11 item 2)."""
+  """|x̂[m] − x̂_S[m]| ≤ 2 ε_S[m] with ε_S[m] the full-scan tail mass
+  (docs/method.md §11 item 2)."""
   stats = setup[0]
   t = 300
   x = _noisy(setup, t)

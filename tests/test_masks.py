@@ -1,4 +1,5 @@
-"""PCA-locality masks (spec §3, §4.3 steps 1–5, §13 Q-1/Q-3) against a float64 NumPy reference."""
+"""PCA-locality masks (docs/method.md §3, §4.1 steps 1–5, §13 Q-1/Q-3) against a float64 NumPy
+reference."""
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from golddiff_jax.data import procedural_images
 
 SHAPES = [(200, 8, 8, 1), (150, 6, 5, 3), (120, 5, 7, 1)]  # (N, H, W, C)
 CONST = (0, 0, 0)  # a pixel held constant across the dataset: zero variance → Q-1
-MAX_FLIP_FRACTION = 0.005  # float32 (package) vs float64 (reference) near τ, spec Q-3
+MAX_FLIP_FRACTION = 0.005  # float32 (package) vs float64 (reference) near τ, docs/method.md §13 Q-3
 FLIP_REL_BAND = 1e-4
 
 

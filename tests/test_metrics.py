@@ -1,5 +1,6 @@
-"""golddiff_jax.metrics against float64 NumPy transcriptions of spec §8.4 (written here, on fresh
-random inputs), plus the memorization score with planted copies and uneven chunk sizes."""
+"""golddiff_jax.metrics against float64 NumPy transcriptions of docs/method.md §8.4
+(written here, on fresh random inputs), plus the memorization score with planted copies and uneven
+chunk sizes."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +16,7 @@ def _unit(x):
 
 
 def ref_metrics(x, y):
-  """Spec §8.4 in float64: per-sample MSE, r², L1 of the clamped unit-space images."""
+  """docs/method.md §8.4 in float64: per-sample MSE, r², L1 of the clamped unit-space images."""
   u = _unit(x).reshape(len(x), -1)
   v = _unit(y).reshape(len(y), -1)
   d = u.shape[1]

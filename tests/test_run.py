@@ -153,7 +153,7 @@ def test_unwritable_workdir(data_dir, tmp_path):
 
 
 def test_global_statistics_with_a_class_database(data_dir, tmp_path):
-  """Spec §7: the database is one class, μ/λ/V are those of the whole split."""
+  """docs/method.md §7.4: the database is one class, μ/λ/V are those of the whole split."""
   from golddiff_jax import data  # pylint: disable=g-import-not-at-top
   changes = {"data.dataset": "moons", "data.resolution": None, "data.num_images": 60,
              "data.class_id": 1, "stats.source": "global", "stats.global_subset_size": 60}

@@ -1,5 +1,5 @@
-"""The DDIM sampling loop (spec §2.3–2.5) via gd.sample, against a float64 NumPy re-implementation
-of the whole loop.
+"""The DDIM sampling loop (docs/method.md §2.3–2.5) via gd.sample, against a float64 NumPy
+re-implementation of the whole loop.
 
 Tolerances: per-step float32 errors are ~1e−6 and DDIM does not amplify them much, so the x̂_0
 trajectory matches to atol 1e−4 for t ≥ 100. At t = 0 (logits ~1e4–1e6) a near-tie between

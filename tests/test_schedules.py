@@ -1,4 +1,5 @@
-"""Schedule and DDIM step (spec §2) against the printed table and float64 NumPy references."""
+"""Schedule and DDIM step (docs/method.md §2) against the printed table and float64 NumPy
+references."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -24,7 +25,8 @@ def test_alphas_cumprod_matches_float_references():
   got = schedules.alphas_cumprod()
   assert got.shape == (1000,)
   assert got.dtype == np.float32
-  # Bit-exact with the spec's float32 definition (same order of operations as diffusers).
+  # Bit-exact with the float32 definition of docs/method.md §2.1
+  # (same order of operations as diffusers).
   np.testing.assert_array_equal(got.astype(np.float64), ref.alphas_cumprod_f32())
   # And close to the exact float64 product (float32 cumprod error over 1000 factors).
   np.testing.assert_allclose(got, ref.alphas_cumprod_f64(), rtol=2e-4, atol=0)

@@ -1,4 +1,5 @@
-"""Chunked softmax accumulators (spec §4.3 exact StreamingSoftmax and WSSM) against float64 NumPy."""
+"""Chunked softmax accumulators (docs/method.md §5.4 exact StreamingSoftmax and WSSM) against
+float64 NumPy."""
 
 import functools
 
@@ -21,7 +22,7 @@ SCALES = ["unit", "huge", "spread"]
 def _logits(rng, b, n, k, scale):
   if scale == "unit":
     x = rng.normal(size=(b, n, k)) * 3.0
-  elif scale == "huge":  # magnitudes ~1e6 as at t = 0 (spec §14.7)
+  elif scale == "huge":  # magnitudes ~1e6 as at t = 0 (docs/method.md §5.4)
     x = -1e6 + rng.normal(size=(b, n, k)) * 30.0
   else:  # differences of ~1e6 between candidates: one-hot-like weights
     x = -rng.uniform(0.0, 1e6, size=(b, n, k))
@@ -50,7 +51,7 @@ def _random_split(rng, n):
 def _exact(chunks, logits, values, b, k, d, update=softmax.update_exact):
   """Folds the chunks in the given order. Every chunk is padded to the full width N with −inf
   logits (and finite garbage values), so one compiled update serves every chunking; the padding
-  must carry no weight (spec §4.3 / chunking.py)."""
+  must carry no weight (docs/method.md §5.4 / chunking.py)."""
   n = logits.shape[1]
   state = _init(b, k, d)
   for idx in chunks:
@@ -137,7 +138,8 @@ def test_combine_equals_one_pass(b, n, d, per_coord, scale):
 def _wssm_ref_chunks(logits, values, chunks):
   """Σ_c Σ_{i∈c} w^{(c)}_i x_i / (Σ_c Σ_{i∈c} w^{(c)}_i + 1e−8) for explicit chunks."""
   means = [ref.softmax_mean(logits[:, c], values[c]) for c in chunks]
-  # Each chunk's local weights sum to exactly 1, so the spec formula is Σ_c x̂^{(c)} / (C + 1e-8).
+  # Each chunk's local weights sum to exactly 1, so WSSM (docs/method.md §5.4) reduces to
+  # Σ_c x̂^{(c)} / (C + 1e-8).
   return np.sum(means, axis=0) / (len(chunks) + 1e-8)
 
 
@@ -163,7 +165,7 @@ def test_update_wssm_is_mean_of_chunk_posterior_means(b, n, d, per_coord, scale)
 ])
 def test_softmax_average_exact_and_wssm(b, n, d, per_coord, chunk):
   """chunking.softmax_average pads the last chunk with −inf rows: exact is unchanged and, for
-  WSSM, a partial last chunk counts as one chunk (spec §4.3)."""
+  WSSM, a partial last chunk counts as one chunk (docs/method.md §5.4)."""
   rng = np.random.default_rng(n + chunk)
   k = d if per_coord else 1
   database = rng.uniform(-1, 1, size=(n, d)).astype(np.float32)

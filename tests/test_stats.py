@@ -1,4 +1,4 @@
-"""Dataset statistics (spec §3): gd.fit, save/load, input validation."""
+"""Dataset statistics (docs/method.md §3): gd.fit, save/load, input validation."""
 
 import os
 import zipfile

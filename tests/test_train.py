@@ -1,6 +1,6 @@
 """Reference-network training, checkpoints and use (golddiff_jax.models): the loss goes down, 1
 and 8 devices agree, a resumed run equals an uninterrupted one, load_reference checks its input,
-and predict_x0 / sample match float64 NumPy references of spec §8.1 and §2.4."""
+and predict_x0 / sample match float64 NumPy references of docs/method.md §8.1 and §2.4."""
 
 import functools
 import json
@@ -276,7 +276,7 @@ def test_train_configs(name):
   assert config.data.to_dict() == dataset.data.to_dict()  # the analytical runs' images
   res = resolution_of(config.data)
   check_arch(config.model.to_dict(), (res, res, get_spec(config.data.dataset).shape[2]))
-  if name != "default":  # spec §8.1 sizes
+  if name != "default":  # docs/method.md §8.1 sizes
     assert (config.model.ch, tuple(config.model.ch_mult)) == (
         (64, (1, 2, 2)) if res == 28 else (128, (1, 2, 3, 4)))
     assert config.model.dropout == 0.15 and config.model.num_groups == 32

@@ -1,5 +1,6 @@
-"""The reference U-Net (spec §8.1): shapes, the interleaved time table, GroupNorm ε, ResBlock skips,
-symmetric stride-2 padding, attention and the block layout — against float64 NumPy references."""
+"""The reference U-Net (docs/method.md §8.1): shapes, the interleaved time table, GroupNorm ε,
+ResBlock skips, symmetric stride-2 padding, attention and the block layout — against float64 NumPy
+references."""
 
 import math
 

@@ -1,1 +1,2 @@
-"""Reference U-Net training configs (spec §8.1): ``default.py`` and one file per dataset."""
+"""Reference U-Net training configs (docs/method.md §8.1): ``default.py`` and one file per
+dataset."""

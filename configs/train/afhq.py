@@ -1,4 +1,4 @@
-"""Reference U-Net training on AFHQv2 64×64×3 (manual download, N≈14.6k), spec §8.1 sizes.
+"""Reference U-Net training on AFHQv2 64×64×3 (manual download, N≈14.6k), docs/method.md §8.1 sizes.
 
     python experiments/train_reference.py --config=configs/train/afhq.py \
         --workdir=workdir/reference_afhq

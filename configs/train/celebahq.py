@@ -1,4 +1,5 @@
-"""Reference U-Net training on CelebA-HQ 64×64×3 (manual download, N=30000), spec §8.1 sizes.
+"""Reference U-Net training on CelebA-HQ 64×64×3 (manual download, N=30000), docs/method.md §8.1
+sizes.
 
     python experiments/train_reference.py --config=configs/train/celebahq.py \
         --workdir=workdir/reference_celebahq

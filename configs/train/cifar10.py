@@ -1,4 +1,4 @@
-"""Reference U-Net training on CIFAR-10 32×32×3 (N=50000), spec §8.1 sizes.
+"""Reference U-Net training on CIFAR-10 32×32×3 (N=50000), docs/method.md §8.1 sizes.
 
     python experiments/train_reference.py --config=configs/train/cifar10.py \
         --workdir=workdir/reference_cifar10

@@ -8,8 +8,8 @@
 A small U-Net (ch=16, ch_mult=(1, 2, 2), 0.39M parameters): 3000 steps at batch 32 (19 epochs),
 about 70 minutes on 2 busy CPU cores (docs/reference.md); good enough to rank analytical
 denoisers against, not a generative model of record.
-The per-dataset configs (configs/train/<dataset>.py) use the spec §8.1 sizes; `base_config` holds
-the settings they share.
+The per-dataset configs (configs/train/<dataset>.py) use the published sizes (docs/method.md §8.1);
+`base_config` holds the settings they share.
 
 Sections:
 
@@ -25,7 +25,8 @@ import configs.default
 
 
 def base_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The shared skeleton, with the spec's DDPM training settings; datasets change fields."""
+  """The shared skeleton, with the DDPM training settings of docs/reference.md; datasets change
+  fields."""
   config = ml_collections.ConfigDict()
   config.seed = 0               # init, data order, t/ε/dropout streams
   config.data = data

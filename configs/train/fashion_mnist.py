@@ -1,4 +1,4 @@
-"""Reference U-Net training on Fashion-MNIST 28×28×1 (N=60000), spec §8.1 sizes.
+"""Reference U-Net training on Fashion-MNIST 28×28×1 (N=60000), docs/method.md §8.1 sizes.
 
     python experiments/train_reference.py --config=configs/train/fashion_mnist.py \
         --workdir=workdir/reference_fashion_mnist

@@ -1,4 +1,5 @@
-"""GoldDiff ablations (spec §5.3) on the procedural images (configs/procedural.py: 32×32×3, N=2000).
+"""GoldDiff ablations (docs/method.md §6.3) on the procedural images
+(configs/procedural.py: 32×32×3, N=2000).
 
     python experiments/sweep.py --sweep=experiments/sweeps/ablations.py --workdir=/tmp/ablations
 

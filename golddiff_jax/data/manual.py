@@ -3,8 +3,9 @@
 Each reads files the user put in a manual folder (``config.data.manual_dir``; TFDS's default is
 ``<data_dir>/downloads/manual``) once, and writes a normal TFDS dataset to ``data_dir``. Later
 runs read the prepared dataset. Images are resized at preparation time with PIL bilinear, which
-antialiases when downscaling: exactly what torchvision ``Resize`` does on PIL images (spec §2.6).
-Examples keep the file order (``disable_shuffling``): sorted paths, as torchvision's ImageFolder.
+antialiases when downscaling: exactly what torchvision ``Resize`` does on PIL images
+(docs/method.md §2.6). Examples keep the file order (``disable_shuffling``): sorted paths, as
+torchvision's ImageFolder.
 
 A missing or empty folder raises `ManualDataError` (a ValueError) that says what to download and
 where to put it.

@@ -1,4 +1,5 @@
-"""Per-example preprocessing into model space (spec §2.6), as TensorFlow ops for tf.data pipelines.
+"""Per-example preprocessing into model space (docs/method.md §2.6), as TensorFlow ops for tf.data
+pipelines.
 
 uint8 image → (grayscale) → (resize) → (v/255 − 0.5)/0.5: float32 HWC in [−1, 1].
 

@@ -7,7 +7,7 @@ Every dataset, built-in ones included, is a TFDS builder, so one path serves all
 2. prepare it if needed (the built-ins generate offline; TFDS datasets download; manual datasets
    read ``manual_dir``), turning failures into a one-line-able ValueError;
 3. read this process's slice (`tfds.split_for_jax_process`) in dataset order (no shuffling, one
-   file at a time), filter by class, preprocess (spec §2.6);
+   file at a time), filter by class, preprocess (docs/method.md §2.6);
 4. all-gather the slices so every process holds the database in dataset order, then cut to
    ``subset_size``.
 

@@ -1,8 +1,9 @@
-"""GoldDiff (Shang et al. 2026; spec §4.5, §5): PCA-locality over a time-aware golden subset.
+"""GoldDiff (Shang et al. 2026; docs/method.md §5.6, §6): PCA-locality over a time-aware golden
+subset.
 
 Each step t retrieves, per sample, a golden subset S_t(b) of k_t training images (random pool of
 m_t → k_max proxy survivors → k_t nearest in unmasked L2; `golddiff_jax.retrieval`) and returns the
-masked per-coordinate exact softmax of PCA-locality (spec §4.3) restricted to it:
+masked per-coordinate exact softmax of PCA-locality (docs/method.md §5.3) restricted to it:
 
     x̂_0[b, m] = Σ_{i∈S_t(b)} softmax_i(−Σ_n (x_t[b, n] − a_t x_i[n])² M_t[n, m] / (2σ_t² T)) x_i[m]
 
@@ -21,7 +22,7 @@ value above N, or k_min > k_max, raises ValueError rather than being clamped as 
 code), ``low_res_dim`` (16; 0 = automatic, negative raises), ``mask_threshold`` θ ∈ (0, 1)
 (0.03, CIFAR-10's value), ``temperature``, ``softmax`` ("exact" only),
 ``mask_impl`` (auto | dense | bf16x3 | sparse), ``select`` (exact | approx | bucket | threshold),
-``recall_target``, ``dynamic_m``/``dynamic_k``/``static_m``/``static_k`` (spec §5.3),
+``recall_target``, ``dynamic_m``/``dynamic_k``/``static_m``/``static_k`` (docs/method.md §6.3),
 ``random_retrieval``, ``proxy_repeat_factor`` ρ and ``proxy_upsample_mode`` (repeat | bilinear),
 ``chunk_size`` (rows per step of the coarse scan over N; None = automatic),
 ``subset_chunk_size`` (subset rows per step of the fine and aggregation stages; None = automatic),
@@ -118,7 +119,7 @@ def check_options(options: dict) -> None:
   budgets_lib.proxy_grid((1, 1, 1), options["low_res_dim"])  # type and sign check
   theta = options["mask_threshold"]
   if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0.0 < theta < 1.0:
-    raise ValueError(f"mask_threshold must be in (0, 1) (spec Q-10), got {theta!r}")
+    raise ValueError(f"mask_threshold must be in (0, 1) (docs/method.md §13 Q-10), got {theta!r}")
   masks.check_mask_options(options)
   impls = tuple(i for i in pca_locality.MASK_IMPLS if i != "tiled")  # tiled: full scan only
   if options["mask_impl"] not in impls:
@@ -312,8 +313,9 @@ def _pool_size(plan: Plan, n: int):
 
 
 def golden_subset(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array) -> jax.Array:
-  """S_t [B, size] int32: the golden subset of every sample (spec §5.2 steps 5–8); only the
-  first ``plan.k`` entries of a row count when ``plan.size`` > k_t (they are the k_t nearest)."""
+  """S_t [B, size] int32: the golden subset of every sample (docs/method.md §6.2 steps 5–8); only
+  the first ``plan.k`` entries of a row count when ``plan.size`` > k_t
+  (they are the k_t nearest)."""
   batch = x_t.shape[0]
   if plan.random_retrieval:
     k = plan.k if plan.ranked else plan.size

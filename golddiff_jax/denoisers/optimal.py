@@ -1,4 +1,5 @@
-"""Optimal (empirical-Bayes) denoiser: the exact posterior mean under the empirical data (spec §4.1).
+"""Optimal (empirical-Bayes) denoiser: the exact posterior mean under the empirical data
+(docs/method.md §5.1).
 
 x̂_0 = Σ_i softmax_i(−‖x_t − a_t x_i‖² / (2σ_t² T)) · x_i over the whole database, streamed in chunks.
 The squared distance is computed in direct (difference) form: at t = 0 the logits reach ~1e6, and the

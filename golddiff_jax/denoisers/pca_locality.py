@@ -1,4 +1,5 @@
-"""PCA-locality denoiser (Lukoianov et al. 2025; spec §4.3): a masked softmax per output coordinate.
+"""PCA-locality denoiser (Lukoianov et al. 2025; docs/method.md §5.3): a masked softmax per output
+coordinate.
 
 For output coordinate m, candidate i gets the logit −Σ_n (x_t[n] − a_t x_i[n])² M_t[n, m] / (2σ_t² T):
 a distance restricted to the inputs n that the locality mask M_t lets feed m. The mask is built once

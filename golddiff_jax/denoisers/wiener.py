@@ -1,4 +1,4 @@
-"""Wiener filter: the linear Gaussian posterior mean (spec §4.2).
+"""Wiener filter: the linear Gaussian posterior mean (docs/method.md §5.2).
 
 x̂_0 = μ + L̃_t (x_t/a_t − μ) with L̃_t = V diag(s_t) Vᵀ. It is applied in the eigenbasis,
 ((x_t/a_t − μ) V) diag(s_t) Vᵀ, which is O(B·D²) and never forms the D×D operator. Option

@@ -1,4 +1,5 @@
-"""The reference denoiser (spec §8.1): a Flax DDPM U-Net, its optax training and checkpoints.
+"""The reference denoiser (docs/method.md §8.1): a Flax DDPM U-Net, its optax training and
+checkpoints.
 
     from golddiff_jax.models import reference
     model = reference.load_reference("workdir/reference_default")   # EMA weights, latest step

@@ -8,8 +8,8 @@ A checkpoint ``<workdir>/checkpoints/<step>/`` holds four items, each in its own
 
 Items restore independently: `golddiff_jax.models.reference.load_reference` reads ``meta`` and
 ``ema_params`` only. Saving is synchronous, from host copies (a few hundred MB at most for the
-spec's networks); an interrupted save leaves a temporary folder that orbax ignores, so the
-latest *finished* step is what restores.
+published networks (docs/method.md §8.1)); an interrupted save leaves a temporary folder that orbax
+ignores, so the latest *finished* step is what restores.
 """
 
 from __future__ import annotations

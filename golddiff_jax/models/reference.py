@@ -1,4 +1,5 @@
-"""The trained reference network as a denoiser: load it, predict x̂_0, sample with DDIM (spec §8.1).
+"""The trained reference network as a denoiser: load it, predict x̂_0, sample with DDIM
+(docs/method.md §8.1).
 
     model = load_reference("workdir/reference_default", image_shape=(32, 32, 3))
     x0 = predict_x0(model, x_t, t=500)          # (x_t − √(1−ᾱ_t)·ε̂) / √ᾱ_t, unclipped

@@ -1,4 +1,4 @@
-"""The reference DDPM U-Net (spec §8.1) in flax.linen: ε̂ = UNet(x_t, t).
+"""The reference DDPM U-Net (docs/method.md §8.1) in flax.linen: ε̂ = UNet(x_t, t).
 
 Layout is NHWC. The structure follows the published ``networks/UNet.py`` so that its weights can be
 ported: interleaved sin/cos time table → Dense → Swish → Dense; per level ``num_res_blocks``
