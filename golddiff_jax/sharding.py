@@ -223,6 +223,48 @@ def chunk_for(total: int, chunk: int, shards: int) -> tuple[int, int]:
   return chunk, -(-total // step) * step
 
 
+def chunk_trips(count, chunk: int, num_chunks: int):
+  """Chunks of ``chunk`` subset entries needed to cover the first ``count`` (traced) entries of
+  every row; all ``num_chunks`` for None."""
+  if count is None:
+    return num_chunks
+  return jnp.clip((count + chunk - 1) // chunk, 0, num_chunks)
+
+
+def fold_subset_rows(database: jax.Array, subset: jax.Array, offset: jax.Array, chunk_size: int,
+                     count, fold, init):
+  """Folds every sample's own database rows into ``init`` with the rows sharded over ``data``.
+
+  The subset [B, K] (global row indices, the same on every shard; only the first ``count``
+  entries count, -1 entries never) is walked in blocks of c·S entries: each shard contributes the
+  rows it holds (zeros elsewhere) and a reduce-scatter (``psum_scatter``) hands every shard c
+  complete rows of the block, so the work on them is split S ways. ``fold(carry, rows [B, c, D],
+  valid [B, c]) -> carry`` consumes each shard's share; the blocks past ``count`` are skipped.
+  The caller merges the shards' results (e.g. `combine_softmax`).
+  """
+  num_local = database.shape[0]
+  k = subset.shape[1]
+  shards = jax.lax.psum(1, DATA)
+  chunk, total = chunk_for(k, chunk_size, shards)
+  if count is not None:
+    subset = jnp.where(jnp.arange(k) < count, subset, -1)
+  padded = jnp.pad(subset, ((0, 0), (0, total - k)), constant_values=-1)
+  me = jax.lax.axis_index(DATA)
+
+  def body(step, carry):
+    index = jax.lax.dynamic_slice_in_dim(padded, step * (chunk * shards), chunk * shards, axis=1)
+    local = index - offset
+    held = (index >= 0) & (local >= 0) & (local < num_local)
+    rows = jnp.take(database, jnp.clip(local, 0, num_local - 1), axis=0)
+    rows = jnp.where(held[:, :, None], rows, 0.0)
+    rows = jax.lax.psum_scatter(rows, DATA, scatter_dimension=1, tiled=True)
+    mine = jax.lax.dynamic_slice_in_dim(index, me * chunk, chunk, axis=1) >= 0
+    return fold(carry, rows, mine)
+
+  trips = chunk_trips(count, chunk * shards, total // (chunk * shards))
+  return jax.lax.fori_loop(0, trips, body, init)
+
+
 # ---- shard_map harnesses ----------------------------------------------------------------------
 
 def stats_specs(stats) -> Any:

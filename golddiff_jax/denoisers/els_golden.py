@@ -104,11 +104,6 @@ def _assemble(states, plan: els.Plan, image_shape) -> softmax.SoftmaxState:
   return jax.tree.map(lambda a: a[:, 0], state)  # [B, P, ·]
 
 
-def _trips(count, chunk: int, num_chunks: int):
-  """Chunks holding the first ``count`` (traced) subset entries; all of them for None."""
-  return num_chunks if count is None else jnp.clip((count + chunk - 1) // chunk, 0, num_chunks)
-
-
 def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array, plan: els.Plan,
               image_shape, count: jax.Array | None = None) -> softmax.SoftmaxState:
   """ELS softmax state of each sample over its images ``subset`` [B, K] (state [B, P, ·]).
@@ -129,7 +124,7 @@ def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array, plan: els.
     valid = retrieval.fresh_rows(start, step, chunk) & (start + jnp.arange(chunk) < limit)
     return _fold(states, qs, rows, jnp.broadcast_to(valid, (batch, chunk)), plan, image_shape)
 
-  trips = _trips(count, chunk, starts.shape[0])
+  trips = sharding.chunk_trips(count, chunk, starts.shape[0])
   states = jax.lax.fori_loop(0, trips, body, _init(plan, image_shape, batch))
   return _assemble(states, plan, image_shape)
 
@@ -150,31 +145,14 @@ def apply(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None = None
 def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array, plan: els.Plan,
                     image_shape, offset: jax.Array,
                     count: jax.Array | None = None) -> softmax.SoftmaxState:
-  """`aggregate` inside ``shard_map`` with the rows sharded over ``data``: the subset is walked
-  in blocks of c·S entries, a reduce-scatter hands every shard c complete rows per sample (as
-  GoldDiff's aggregation does), and the per-shard states merge with ``pmax``/``psum``."""
-  num_local = database.shape[0]
-  batch, k = subset.shape
-  shards = jax.lax.psum(1, sharding.DATA)
-  chunk, total = sharding.chunk_for(k, plan.chunk_size, shards)
-  if count is not None:
-    subset = jnp.where(jnp.arange(k) < count, subset, -1)
-  padded = jnp.pad(subset, ((0, 0), (0, total - k)), constant_values=-1)
-  me = jax.lax.axis_index(sharding.DATA)
+  """`aggregate` inside ``shard_map`` with the rows sharded over ``data``: each shard folds its
+  reduce-scattered share of the subset rows (`sharding.fold_subset_rows`, as GoldDiff's
+  aggregation does), and the per-shard states merge with ``pmax``/``psum``."""
   qs = _sample_queries(x_t, plan, image_shape)
-
-  def body(step, states):
-    index = jax.lax.dynamic_slice_in_dim(padded, step * (chunk * shards), chunk * shards, axis=1)
-    local = index - offset
-    held = (index >= 0) & (local >= 0) & (local < num_local)
-    rows = jnp.take(database, jnp.clip(local, 0, num_local - 1), axis=0)
-    rows = jnp.where(held[:, :, None], rows, 0.0)
-    rows = jax.lax.psum_scatter(rows, sharding.DATA, scatter_dimension=1, tiled=True)
-    mine = jax.lax.dynamic_slice_in_dim(index, me * chunk, chunk, axis=1) >= 0
-    return _fold(states, qs, rows, mine, plan, image_shape)
-
-  trips = _trips(count, chunk * shards, total // (chunk * shards))
-  states = jax.lax.fori_loop(0, trips, body, _init(plan, image_shape, batch))
+  states = sharding.fold_subset_rows(
+      database, subset, offset, plan.chunk_size, count,
+      lambda states, rows, mine: _fold(states, qs, rows, mine, plan, image_shape),
+      _init(plan, image_shape, subset.shape[0]))
   return sharding.combine_softmax(_assemble(states, plan, image_shape))
 
 

@@ -341,13 +341,6 @@ def _per_sample_weighted(p: jax.Array, rows: jax.Array) -> jax.Array:
   return jnp.sum(p * rows, axis=1)
 
 
-def _chunk_trips(count, chunk: int, num_chunks: int):
-  """Chunks needed to cover the first ``count`` subset entries (traced), or all of them."""
-  if count is None:
-    return num_chunks
-  return jnp.clip((count + chunk - 1) // chunk, 0, num_chunks)
-
-
 def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array,
               locality: pca_locality.Plan, count: jax.Array | None = None
               ) -> softmax.SoftmaxState:
@@ -372,42 +365,20 @@ def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array,
     return _fold_rows(state, rows, jnp.broadcast_to(valid, (batch, chunk)), x_t, locality)
 
   init = softmax.init(batch, database.shape[1], database.shape[1])
-  return jax.lax.fori_loop(0, _chunk_trips(count, chunk, starts.shape[0]), body, init)
+  return jax.lax.fori_loop(0, sharding.chunk_trips(count, chunk, starts.shape[0]), body, init)
 
 
 def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array,
                     locality: pca_locality.Plan, offset: jax.Array,
                     count: jax.Array | None = None) -> softmax.SoftmaxState:
-  """`aggregate` inside ``shard_map`` with the rows sharded over ``data``.
-
-  The subset [B, K] (global indices, the same on every shard; only the first ``count`` count)
-  is walked in blocks of c·S
-  entries; each shard contributes the rows it holds (zeros elsewhere) and a reduce-scatter
-  (``psum_scatter``) hands every shard c complete rows of the block, so the masked softmax work
-  is split S ways. The per-shard states merge with ``pmax``/``psum``.
-  """
-  num_local, dim = database.shape
-  batch, k = subset.shape
-  shards = jax.lax.psum(1, sharding.DATA)
-  chunk, total = sharding.chunk_for(k, locality.chunk_size, shards)
-  if count is not None:
-    subset = jnp.where(jnp.arange(k) < count, subset, -1)
-  padded = jnp.pad(subset, ((0, 0), (0, total - k)), constant_values=-1)
-  me = jax.lax.axis_index(sharding.DATA)
-
-  def body(step, state):
-    start = step * (chunk * shards)
-    index = jax.lax.dynamic_slice_in_dim(padded, start, chunk * shards, axis=1)
-    local = index - offset
-    held = (index >= 0) & (local >= 0) & (local < num_local)
-    rows = jnp.take(database, jnp.clip(local, 0, num_local - 1), axis=0)
-    rows = jnp.where(held[:, :, None], rows, 0.0)
-    rows = jax.lax.psum_scatter(rows, sharding.DATA, scatter_dimension=1, tiled=True)
-    mine = jax.lax.dynamic_slice_in_dim(index, me * chunk, chunk, axis=1) >= 0
-    return _fold_rows(state, rows, mine, x_t, locality)
-
-  trips = _chunk_trips(count, chunk * shards, total // (chunk * shards))
-  state = jax.lax.fori_loop(0, trips, body, softmax.init(batch, dim, dim))
+  """`aggregate` inside ``shard_map`` with the rows sharded over ``data``: each shard folds its
+  reduce-scattered share of the subset rows (`sharding.fold_subset_rows`), and the per-shard
+  states merge with ``pmax``/``psum``."""
+  batch, dim = x_t.shape
+  state = sharding.fold_subset_rows(
+      database, subset, offset, locality.chunk_size, count,
+      lambda state, rows, mine: _fold_rows(state, rows, mine, x_t, locality),
+      softmax.init(batch, dim, dim))
   return sharding.combine_softmax(state)
 
 
