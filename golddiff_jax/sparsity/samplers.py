@@ -62,7 +62,8 @@ def _x0(eps_hat, x, abar):
 
 
 def network_eps(module) -> Callable:
-  """``(params, x, t) -> module.apply({"params": params}, x, t)`` (hashable per module)."""
+  """``(params, x, t) -> module.apply({"params": params}, x, t, train=False)`` (hashable per
+  module; the MLP and the U-Net both take ``train``)."""
   return _NetworkEps(module)
 
 
@@ -71,7 +72,7 @@ class _NetworkEps:
     self.module = module
 
   def __call__(self, params, x, t):
-    return self.module.apply({"params": params}, x, t)
+    return self.module.apply({"params": params}, x, t, train=False)
 
   def __hash__(self):
     return hash(self.module)

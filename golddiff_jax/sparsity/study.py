@@ -1,4 +1,5 @@
 """One run of the sparsity study: train the MLP ε-model on toy data, then measure quality vs K.
+(A config with ``data.kind = "digits"`` is the image run, `golddiff_jax.sparsity.digits`.)
 
     from golddiff_jax.sparsity import study
     metrics = study.run(config, workdir)     # config: configs/sparsity/toy.py
@@ -25,7 +26,7 @@ import numpy as np
 from golddiff_jax import metrics as image_metrics, outputs
 from golddiff_jax.models import train
 from golddiff_jax.run import ensure_workdir
-from golddiff_jax.sparsity import metrics, samplers, toy_data
+from golddiff_jax.sparsity import digits, metrics, samplers, toy_data
 
 METRICS_FILE = "metrics.json"
 FLOOR_SEED_OFFSET = 1_000_003   # the floor's fresh draw: its own seed stream
@@ -89,6 +90,8 @@ def nearest_train(x: np.ndarray, train_x: np.ndarray) -> float:
 
 def run(config, workdir: str) -> dict:
   """Trains (or resumes) and evaluates one configuration; returns the ``metrics.json`` dict."""
+  if config.data.kind == digits.KIND:
+    return digits.run(config, workdir)
   check_config(config)
   spec = spec_of(config)
   workdir = ensure_workdir(workdir)
