@@ -34,7 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # the configs package lives at the repository root
 
-from golddiff_jax import cli, metrics, outputs, run as run_lib, run_config, schedules  # noqa: E402
+from golddiff_jax import cli, metrics, outputs, run_config, schedules  # noqa: E402
+from golddiff_jax import stats_cache, workdirs  # noqa: E402
 
 
 
@@ -80,9 +81,9 @@ def calibrate(config, reference_dir: str, output_dir: str, *, sizes, num_samples
   if num_samples < 1 or num_steps < 1:
     raise ValueError("--num_samples and --num_steps must be >= 1")
   run_config.validate(config)
-  output_dir = run_lib.ensure_workdir(output_dir)
+  output_dir = workdirs.ensure_workdir(output_dir)
   model = reference.load_reference(reference_dir, image_shape=run_config.image_shape(config))
-  stats, _ = run_lib.fit_or_load_stats(config, output_dir)
+  stats, _ = stats_cache.for_experiment(config, output_dir)
   noise_key, _ = jax.random.split(jax.random.key(config.seed))
   latents = gd.noise(noise_key, num_samples, stats.image_shape)
   ref = reference.sample(model, latents, num_steps=num_steps)

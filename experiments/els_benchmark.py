@@ -33,7 +33,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # the configs package lives at the repository root
 
 import golddiff_jax as gd  # noqa: E402  pylint: disable=g-import-not-at-top
-from golddiff_jax import cli, metrics, outputs, run as run_lib, run_config  # noqa: E402
+from golddiff_jax import cli, metrics, outputs, run_config, stats_cache, workdirs  # noqa: E402
 from golddiff_jax import schedules  # noqa: E402
 from golddiff_jax.denoisers import els, els_golden  # noqa: E402
 
@@ -62,8 +62,8 @@ def benchmark(config, output_dir: str, *, num_samples: int, peak_size: int) -> d
   if num_samples < 1 or peak_size < 1:
     raise ValueError("--num_samples and --peak_size must be >= 1")
   run_config.validate(config)
-  output_dir = run_lib.ensure_workdir(output_dir)
-  stats, _ = run_lib.fit_or_load_stats(config, output_dir)
+  output_dir = workdirs.ensure_workdir(output_dir)
+  stats, _ = stats_cache.for_experiment(config, output_dir)
   steps = config.sampler.num_steps
   noise_key, sample_key = jax.random.split(jax.random.key(config.seed))
   latents = gd.noise(noise_key, num_samples, stats.image_shape)

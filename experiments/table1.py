@@ -13,14 +13,17 @@ Protocol (docs/method.md §8):
   ``run_config.validate`` checks it before anything runs. An entry ``<method>@<mask>`` adds a row
   with the locality-mask variant ``<mask>`` (``mask=<mask>`` in the ``:arg``; see
   ``configs.common.MASK_VARIANTS``), e.g. ``pca_locality@published`` for the published mask. Statistics come from
-  ``run.fit_or_load_stats``, cached in ``<output_dir>/stats``.
+  ``stats_cache.for_experiment``, cached in ``<output_dir>/stats``.
 * The reference (``models.reference``, loaded first: a missing or incompatible checkpoint fails
   before any work) and every method start from the SAME latents, ``gd.noise`` of the first half
   of ``split(key(seed))`` as in ``run.run``; sample i's sampler key is ``fold_in(second half,
-  i)`` (`gd.sample_keys`), as in the launcher, so a sample does not depend on the batch size. Each follows its own trajectory, and at every step the method's x̂_0 is compared with
-  the reference's x̂_0 (`golddiff_jax.metrics.trajectory_metrics`); the score is the last step.
+  i)`` (`gd.sample_keys`), as in the launcher, so a sample does not depend on the batch size.
+  Each follows its own trajectory, and at every step the method's x̂_0 is compared with the
+  reference's x̂_0 (`golddiff_jax.metrics.trajectory_metrics`); the score is the last step.
 * Time (docs/method.md §8.5), per method: compile seconds (sum over all steps and batches), the
-  median post-compile step seconds, and the published-style number: the wall time of all of the
+  median post-compile step seconds, the plans' seconds (masks, budgets, proxy database: built
+  once per run by the batch loop shared with the launcher, `golddiff_jax.batches`), and the
+  published-style number: the wall time of all of the
   method's sampling calls (plans, masks, compiles, host copies included; statistics excluded)
   divided by (batches × steps), at the stated batch size.
 * Memory (docs/method.md §8.6): "peak mem" is the largest of XLA's estimates for one compiled
@@ -60,7 +63,8 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # the configs package lives at the repository root
 
 import golddiff_jax as gd  # pylint: disable=g-import-not-at-top
-from golddiff_jax import cli, masks, metrics, outputs, run as run_lib, run_config, schedules
+from golddiff_jax import batches, cli, masks, metrics, outputs, run_config, schedules, stats_cache
+from golddiff_jax import workdirs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Analytical run config (data, options).")
 _REFERENCE = flags.DEFINE_string("reference", None, "Reference network checkpoint directory.")
@@ -126,29 +130,23 @@ def method_config(config_spec: str, overrides: dict, method: str, *, num_samples
   return config
 
 
-def _sample_all(sample_batch, latents: np.ndarray, batch: int) -> dict:
-  """Runs ``sample_batch(latents_b, b) -> SampleOutput`` over all batches and times the whole."""
-  outs = []
-  start = time.perf_counter()
-  for b, first in enumerate(range(0, len(latents), batch)):
-    outs.append(sample_batch(latents[first:first + batch], b))
-  wall = time.perf_counter() - start
-  step_seconds = np.concatenate([o.step_seconds for o in outs])
-  steps = len(outs[0].timesteps)
+def _summary(out) -> dict:
+  """A method's (or the reference's) samples from the shared batch loop (`golddiff_jax.batches`)
+  with its timing and memory as the table reports them."""
   return {
-      "images": np.concatenate([o.images for o in outs]),
-      "trajectory": np.concatenate([o.x0_trajectory for o in outs], axis=1),
-      "timesteps": [int(t) for t in outs[0].timesteps],
+      "images": out.images, "trajectory": out.x0_trajectory,
+      "timesteps": [int(t) for t in out.timesteps],
       "timing": {
-          "batch_size": batch, "num_batches": len(outs), "num_steps": steps,
-          "wall_seconds": wall,
-          "published_style_seconds_per_batch_step": wall / (len(outs) * steps),
-          "step_seconds_median": float(np.median(step_seconds)),
-          "compile_seconds": float(sum(o.compile_seconds.sum() for o in outs)),
-          "step_seconds": [o.step_seconds.tolist() for o in outs],
+          "batch_size": out.batch_size, "num_batches": out.num_batches,
+          "num_steps": out.num_steps, "wall_seconds": out.wall_seconds,
+          "published_style_seconds_per_batch_step": out.published_style_seconds_per_batch_step,
+          "step_seconds_median": out.step_seconds_median,
+          "compile_seconds": float(out.compile_seconds.sum()),
+          "prepare_seconds": out.prepare_seconds,
+          "step_seconds": out.step_seconds.tolist(),
       },
-      "memory": {"peak_step_bytes": int(max(o.step_bytes.max() for o in outs)),
-                 "step_bytes": outs[0].step_bytes.tolist(),
+      "memory": {"peak_step_bytes": int(out.step_bytes.max()),
+                 "step_bytes": out.step_bytes[0].tolist(),
                  "what": "max over steps of XLA's estimate for one compiled step "
                          "(arguments + outputs + temporaries)"},
   }
@@ -227,7 +225,8 @@ def table_rows(results: dict) -> list[dict]:
         "memorized": r["memorization"]["fraction_memorized"],
         "ratio_median": r["memorization"]["ratio_median"],
         "step_seconds_median": r["timing"]["step_seconds_median"],
-        "compile_seconds": r["timing"]["compile_seconds"]})
+        "compile_seconds": r["timing"]["compile_seconds"],
+        "prepare_seconds": r["timing"]["prepare_seconds"]})
   return rows
 
 
@@ -247,19 +246,21 @@ def write_tables(output_dir: str, results: dict) -> None:
               "database; its memorization row is not against its own training set.", ""]
   lines += [
       "| method | MSE ↓ | r² ↑ | s/step | peak mem (GiB) | L1 | memorized (ρ<1/3) "
-      "| median ρ | median step s | compile s |",
-      "|---|---|---|---|---|---|---|---|---|---|"]
+      "| median ρ | median step s | compile s | plans s |",
+      "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(
         f"| {r['method']} | {_fmt(r['mse'], '.4f')} | {_fmt(r['r2'], '.3f')} | "
         f"{r['seconds_per_step']:.3f} | {_fmt(r['peak_mem_gib'], '.3f')} | "
         f"{_fmt(r['l1'], '.4f')} | {r['memorized']:.3f} | {r['ratio_median']:.3f} | "
-        f"{r['step_seconds_median']:.3f} | {r['compile_seconds']:.1f} |")
+        f"{r['step_seconds_median']:.3f} | {r['compile_seconds']:.1f} | "
+        f"{r['prepare_seconds']:.2f} |")
   lines += [
       "",
       "MSE, r², L1: final x̂_0 (t = 0) vs the reference network's, both clamp((x+1)/2, 0, 1), "
       "docs/method.md §8.4. s/step: published-style wall time of the whole sampling "
-      "(compile included) / (batches × steps) at the stated batch size; median step s excludes compilation. Peak mem: "
+      "(compile included) / (batches × steps) at the stated batch size; median step s excludes compilation; "
+      "plans s: building the method's masks and plans, once per run (in s/step too). Peak mem: "
       "max over steps of XLA's estimate for one compiled step (its arguments incl. database, "
       "statistics and that step's mask, plus outputs and temporaries); other steps' plans and "
       "host memory are not included. Memorized: fraction of samples whose nearest training image "
@@ -301,14 +302,15 @@ def make_table(config_spec: str, reference_dir: str, output_dir: str, *, overrid
   if trained_on is not None and not trained_on["matches_database"]:
     print(f"warning: the reference was trained on {trained_on['data']}, not on this database: "
           "its memorization score is not against its own training set", flush=True)
-  output_dir = run_lib.ensure_workdir(output_dir)
+  output_dir = workdirs.ensure_workdir(output_dir)
 
-  stats, stats_info = run_lib.fit_or_load_stats(base, output_dir)
+  stats, stats_info = stats_cache.for_experiment(base, output_dir)
   noise_key, sample_key = jax.random.split(jax.random.key(base.seed))
   latents = np.asarray(gd.noise(noise_key, num_samples, stats.image_shape))
   batch = base.sampler.batch_size
   print(f"reference: sampling {num_samples} images from {reference_dir}", flush=True)
-  ref = _sample_all(lambda x, b: reference.sample(model, x, num_steps=num_steps), latents, batch)
+  ref = _summary(batches.run_batches(
+      lambda x, first: reference.sample(model, x, num_steps=num_steps), latents, batch))
   ref["memorization"] = _memorization(ref["images"], stats.database)
   ref["memory"]["process_peak_bytes_after"] = outputs.peak_memory()["bytes"]
   results = {"methods": {}, "reference": {k: v for k, v in ref.items()
@@ -317,9 +319,9 @@ def make_table(config_spec: str, reference_dir: str, output_dir: str, *, overrid
   for m, config in configs.items():
     options = run_config.method_options(config)
     print(f"{m}: sampling {num_samples} images, options {options}", flush=True)
-    out = _sample_all(lambda x, b, m=config.method, options=options: gd.sample(
-        stats, x, method=m, num_steps=num_steps,
-        key=gd.sample_keys(sample_key, b * batch, len(x)), **options), latents, batch)
+    out = _summary(batches.sample_method(stats, latents, method=config.method,
+                                         num_steps=num_steps, batch=batch, key=sample_key,
+                                         **options))
     scores = metrics.trajectory_metrics(out["trajectory"], ref["trajectory"])
     out["memory"]["process_peak_bytes_after"] = outputs.peak_memory()["bytes"]
     results["methods"][m] = {

@@ -169,7 +169,8 @@ def timing_figure(timesteps: Sequence[int], step_seconds, compile_seconds=None,
                   prepare_seconds=None) -> Figure:
   """Seconds per sampling step: one dot per batch, a bar at the median over batches.
 
-  ``step_seconds`` / ``compile_seconds``: [S] or [batches, S]; ``prepare_seconds`` per batch.
+  ``step_seconds`` / ``compile_seconds``: [S] or [batches, S]; ``prepare_seconds``: the run's
+  plans (one number, once per run; a per-batch list is summed).
   """
   t = np.asarray(timesteps)
   seconds = np.asarray(step_seconds, np.float64).reshape(-1, len(t))
@@ -187,7 +188,7 @@ def timing_figure(timesteps: Sequence[int], step_seconds, compile_seconds=None,
   if compile_seconds is not None:
     notes.append(f"compile {float(np.sum(compile_seconds)):.1f} s in total")
   if prepare_seconds is not None:
-    notes.append(f"prepare {float(np.sum(prepare_seconds)):.2f} s in total")
+    notes.append(f"plans {float(np.sum(prepare_seconds)):.2f} s (once per run)")
   ax.set_title("Sampling time per step\n" + ", ".join(notes), fontsize=10)
   ax.legend(fontsize=8)
   fig.tight_layout()

@@ -13,6 +13,11 @@
    ``step_seconds.png``) and ``metrics.json`` (written last, with the config's fingerprint: a run
    is finished when it exists), and append to ``log.txt``.
 
+This module only orchestrates; each concern has its own module: the mesh (`mesh_policy`), the
+workdir and its log (`workdirs`), the statistics cache (`stats_cache`), the batch loop with the
+run's plans built once (`batches`), the progress bar (`progress`), files and figures (`outputs`,
+`plots`).
+
 Every file is written atomically. Bad input raises ValueError: a bad config or workdir before
 anything is written, a data problem (e.g. a missing manual-download folder) before any result is;
 a filesystem error (full disk) is a ValueError too. ``log.txt`` records the error.
@@ -23,17 +28,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
-import tempfile
 import time
 
 import jax
 import numpy as np
 
 import golddiff_jax as gd
-from golddiff_jax import budgets, memory, outputs, plots, run_config, schedules, sharding
+from golddiff_jax import batches, budgets, memory, outputs, plots, progress, run_config, schedules
 from golddiff_jax import stats_cache
 from golddiff_jax import stats as stats_lib
+from golddiff_jax.mesh_policy import run_mesh
+from golddiff_jax.workdirs import clear_results, ensure_workdir, log_to
 
 # The run's own messages: INFO and up reach log.txt (and stderr under absl) even when the
 # library is used without absl's app, whose flags set the default verbosity.
@@ -41,162 +46,30 @@ log = logging.getLogger("golddiff_jax.run")
 log.setLevel(logging.INFO)
 
 
-# What a run writes besides config.json and log.txt; removed when a run starts, metrics.json
-# (the "finished" mark) first, so that an interrupted rerun never looks finished.
-RESULTS = ("metrics.json", "samples.npz", "grid.png", "trajectory.png", "concentration.png",
-           "budgets.png", "step_seconds.png")
-
-
-def ensure_workdir(workdir: str, what: str = "workdir") -> str:
-  """Creates ``workdir`` if needed; raises ValueError unless a file can be written in it."""
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=workdir, prefix=".probe.")
-    os.close(fd)
-    os.remove(probe)
-  except OSError as e:
-    raise ValueError(f"{what} {workdir!r} is not writable: {e.strerror or e}") from e
-  return os.path.abspath(workdir)
-
-
-def clear_results(workdir: str) -> None:
-  """Removes a previous run's results (`RESULTS`), metrics.json first."""
-  for name in RESULTS:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(os.path.join(workdir, name))
-
-
-class _QuietFileHandler(logging.FileHandler):
-  """A log file handler that drops a record it cannot write (e.g. on a full disk) silently: the
-  run's error is reported by the caller, not as a logging traceback."""
-
-  def handleError(self, record):  # noqa: N802 - logging's name
-    del record
-
-
-@contextlib.contextmanager
-def _log_to(path: str):
-  handler = _QuietFileHandler(path, delay=True)
-  handler.setLevel(logging.INFO)
-  handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-  root = logging.getLogger()
-  root.addHandler(handler)
-  try:
-    yield handler
-  finally:
-    root.removeHandler(handler)
-    handler.close()
-
-
-def run_mesh(config):
-  """The run's device mesh from ``config.mesh`` (None on a single device).
-
-  WSSM averaging cannot be sharded (it depends on the global chunking): with ``mesh.data = -1``
-  such a run uses one device; an explicit multi-device ``mesh.data`` is an error. A mesh needing
-  more devices than there are is an error too (also on one device).
-  """
-  if jax.device_count() == 1 and config.mesh.data in (-1, 1) and config.mesh.batch == 1:
-    return None
-  if run_config.method_options(config).get("softmax") == "wssm":
-    if config.mesh.data not in (-1, 1) or config.mesh.batch != 1:
-      raise ValueError("softmax='wssm' cannot be sharded; set mesh.data=-1 or 1 and "
-                       "mesh.batch=1, or use softmax='exact'")
-    log.info("softmax='wssm' is not sharded: running on one device")
-    return None
-  try:
-    return sharding.make_mesh(data=config.mesh.data, batch=config.mesh.batch)
-  except ValueError as e:
-    raise ValueError(f"mesh.data={config.mesh.data}, mesh.batch={config.mesh.batch}: {e}") from e
-
-
-def fit_or_load_stats(config, workdir: str | None = None, mesh=None
-                      ) -> tuple[stats_lib.Stats, dict]:
-  """The run's statistics through `golddiff_jax.stats_cache` (sharded over ``mesh`` when given):
-  cached in ``stats.cache_dir``, else in ``<workdir>/stats`` when ``workdir`` is given, else in
-  the shared cache beside the data (what `run` uses)."""
-  folder = None
-  if workdir is not None and not config.stats.get("cache_dir"):
-    folder = os.path.join(workdir, "stats")
-  return stats_cache.fit_or_load(config, mesh, folder)
-
-
-class _BarStream:
-  """A console stream that prints through ``tqdm.write``: log lines go above the bar."""
-
-  def __init__(self, stream):
-    self.stream = stream
-
-  def write(self, text: str) -> None:
-    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-    if text.strip():
-      tqdm.write(text.rstrip("\n"), file=self.stream)
-
-  def flush(self) -> None:
-    self.stream.flush()
-
-
-def _console_handlers() -> list[logging.StreamHandler]:
-  """The root logger's stream handlers on stdout/stderr (absl's included)."""
-  found = []
-  for handler in logging.getLogger().handlers:
-    handler = getattr(handler, "python_handler", handler)  # absl wraps a StreamHandler
-    if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
-        sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__):
-      found.append(handler)
-  return found
-
-
-@contextlib.contextmanager
-def _progress(total: int, desc: str):
-  """A tqdm bar over sampling steps; console log lines are printed above it meanwhile."""
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  bar = tqdm(total=total, unit="step", desc=desc, disable=jax.process_index() != 0,
-             leave=False, file=sys.stderr)
-  handlers = [] if bar.disable else _console_handlers()
-  streams = [h.stream for h in handlers]
-  for handler in handlers:
-    handler.setStream(_BarStream(handler.stream))
-  try:
-    with bar:
-      yield bar
-  finally:
-    for handler, stream in zip(handlers, streams):
-      handler.setStream(stream)
-
-
-def _sample(config, stats, options: dict, mesh) -> tuple[dict, np.ndarray]:
-  """All batches; returns the stacked outputs and the initial latents.
+def _sample(config, stats, options: dict, mesh) -> tuple[batches.Batches, np.ndarray]:
+  """All batches (`golddiff_jax.batches`, plans once per run) under a progress bar; returns them
+  and the initial latents.
 
   The initial noise and the sampler's randomness use separate streams of ``config.seed``; sample
   i's sampler key is ``fold_in(sampler stream, i)`` (`golddiff_jax.sample_keys`), so a sample
   does not depend on ``sampler.batch_size``.
   """
   noise_key, sample_key = jax.random.split(jax.random.key(config.seed))
-  num, batch = config.sampler.num_samples, min(config.sampler.batch_size,
-                                                config.sampler.num_samples)
-  steps = config.sampler.num_steps
+  num, steps = config.sampler.num_samples, config.sampler.num_steps
+  batch = min(config.sampler.batch_size, num)
   latents = np.asarray(gd.noise(noise_key, num, stats.image_shape))
-  outs = []
-  with _progress(-(-num // batch) * steps, f"sampling {config.method}") as bar:
-    for b, start in enumerate(range(0, num, batch)):
-      size = min(batch, num - start)
-      out = gd.sample(stats, latents[start:start + size], method=config.method,
-                      num_steps=steps, key=gd.sample_keys(sample_key, start, size), mesh=mesh,
-                      on_step=lambda _: bar.update(1), **options)
-      outs.append(out)
+  with progress.bar(len(batches.spans(num, batch)) * steps, f"sampling {config.method}") as bar:
+
+    def on_batch(b, out):
       bar.set_postfix(batch=f"{b + 1}", step_s=f"{np.median(out.step_seconds):.3f}")
       log.info("batch %d: step seconds %s, compile seconds %.2f", b,
-                   np.round(out.step_seconds, 4).tolist(), float(out.compile_seconds.sum()))
-  stacked = {
-      "images": np.concatenate([o.images for o in outs]),
-      "x0_trajectory": np.concatenate([o.x0_trajectory for o in outs], axis=1),
-      "timesteps": outs[0].timesteps,
-      "step_seconds": np.stack([o.step_seconds for o in outs]),
-      "compile_seconds": np.stack([o.compile_seconds for o in outs]),
-      "prepare_seconds": np.asarray([o.prepare_seconds for o in outs]),
-      "step_bytes": np.stack([o.step_bytes for o in outs]),
-  }
-  return stacked, latents
+               np.round(out.step_seconds, 4).tolist(), float(out.compile_seconds.sum()))
+
+    result = batches.sample_method(stats, latents, method=config.method, num_steps=steps,
+                                   batch=batch, key=sample_key, mesh=mesh,
+                                   on_step=lambda _: bar.update(1), on_batch=on_batch, **options)
+  log.info("plans: %.2f s (once per run)", result.prepare_seconds)
+  return result, latents
 
 
 def _support(config, stats, latents, result) -> dict | None:
@@ -208,12 +81,12 @@ def _support(config, stats, latents, result) -> dict | None:
     return None
   if n == 0 or not hasattr(diagnostics, "posterior_support"):
     return None
-  steps = len(result["timesteps"])
+  steps = len(result.timesteps)
   stats = stats_lib.unshard(stats)  # a few samples: one device is enough
   temperature = float(config.denoiser.temperature)
   x = jax.numpy.asarray(latents[:n].reshape(n, -1))
   rows = {"support_mean": [], "effective_size_mean": [], "max_weight_mean": []}
-  for j, t in enumerate(result["timesteps"]):
+  for j, t in enumerate(result.timesteps):
     abar = schedules.alpha_bar(int(t))
     try:
       found = diagnostics.posterior_support(stats, x, abar, temperature=temperature,
@@ -223,11 +96,11 @@ def _support(config, stats, latents, result) -> dict | None:
       return None
     for name in ("support", "effective_size", "max_weight"):
       rows[f"{name}_mean"].append(float(np.mean(np.asarray(found[name]))))
-    x0 = jax.numpy.asarray(result["x0_trajectory"][j, :n].reshape(n, -1))
+    x0 = jax.numpy.asarray(result.x0_trajectory[j, :n].reshape(n, -1))
     x = schedules.ddim_step(x, x0, abar, schedules.alpha_bar_prev(int(t), steps))
   return {"what": "full unmasked posterior over all N at the sampler's x_t (first samples)",
           "num_samples": n, "mass": float(config.diagnostics.mass),
-          "timesteps": result["timesteps"], **rows}
+          "timesteps": result.timesteps, **rows}
 
 
 def _budgets(config, stats, timesteps) -> list[dict] | None:
@@ -242,14 +115,14 @@ def _budgets(config, stats, timesteps) -> list[dict] | None:
 
 
 def _write_results(config, workdir, stats, result, latents) -> None:
-  outputs.write_npz(os.path.join(workdir, "samples.npz"), images=result["images"],
-                    x0_trajectory=result["x0_trajectory"], timesteps=result["timesteps"],
+  outputs.write_npz(os.path.join(workdir, "samples.npz"), images=result.images,
+                    x0_trajectory=result.x0_trajectory, timesteps=result.timesteps,
                     latents=latents)
   reference = np.asarray(stats.images[:2000]) if stats.image_shape[:2] == (1, 1) else None
   outputs.write_png(os.path.join(workdir, "grid.png"), outputs.sample_grid(
-      result["images"][:config.output.grid_samples], reference))
+      result.images[:config.output.grid_samples], reference))
   plots.write_figure(os.path.join(workdir, "trajectory.png"), plots.trajectory_figure(
-      result["x0_trajectory"], result["timesteps"], config.output.trajectory_samples, reference))
+      result.x0_trajectory, result.timesteps, config.output.trajectory_samples, reference))
 
 
 def run(config, workdir: str) -> dict:
@@ -264,7 +137,7 @@ def run(config, workdir: str) -> dict:
     ensure_workdir(stats_cache.directory(config), "stats.cache_dir")
   workdir = ensure_workdir(workdir)
   is_main = jax.process_index() == 0
-  log_file = _log_to(os.path.join(workdir, "log.txt")) if is_main else contextlib.nullcontext()
+  log_file = log_to(os.path.join(workdir, "log.txt")) if is_main else contextlib.nullcontext()
   with log_file as handler:
     try:
       try:
@@ -288,33 +161,29 @@ def _run(config, workdir: str, is_main: bool, mesh) -> dict:
   if is_main:  # a previous run's results must not pass for this run's
     clear_results(workdir)
   start = time.perf_counter()
-  stats, info = fit_or_load_stats(config, None, mesh)  # the shared cache
+  stats, info = stats_cache.fit_or_load(config, mesh)  # the shared cache
   setup_seconds = time.perf_counter() - start
   log.info("statistics: N=%d image_shape=%s %s (%.2f s)", stats.num_images,
                stats.image_shape, info, setup_seconds)
   if is_main:
     outputs.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-  start = time.perf_counter()
   result, latents = _sample(config, stats, options, mesh)
-  sampling_seconds = time.perf_counter() - start
-  num_batches, steps = result["step_seconds"].shape
   metrics = {
       "config_fingerprint": run_config.fingerprint(config),
       "method": config.method, "options": options, "dataset": config.data.dataset,
       "num_images": stats.num_images, "image_shape": list(stats.image_shape),
-      "num_samples": int(latents.shape[0]),
-      "batch_size": min(config.sampler.batch_size, config.sampler.num_samples),
-      "num_batches": num_batches, "num_steps": steps, "timesteps": result["timesteps"],
-      "step_seconds": result["step_seconds"], "compile_seconds": result["compile_seconds"],
-      "step_seconds_median": float(np.median(result["step_seconds"])),
-      "compile_seconds_total": float(result["compile_seconds"].sum()),
-      "prepare_seconds": result["prepare_seconds"],  # per batch: masks and plans, before step 1
-      "sampling_seconds": sampling_seconds,
-      # docs/method.md §8.5: whole sampling wall time / (local batches × steps), compile included.
-      "published_style_seconds_per_batch_step": sampling_seconds / (num_batches * steps),
+      "num_samples": int(latents.shape[0]), "batch_size": result.batch_size,
+      "num_batches": result.num_batches, "num_steps": result.num_steps,
+      "timesteps": result.timesteps,
+      "step_seconds": result.step_seconds, "compile_seconds": result.compile_seconds,
+      "step_seconds_median": result.step_seconds_median,
+      "compile_seconds_total": float(result.compile_seconds.sum()),
+      "prepare_seconds": result.prepare_seconds,  # once per run: masks and plans
+      "sampling_seconds": result.wall_seconds,
+      "published_style_seconds_per_batch_step": result.published_style_seconds_per_batch_step,
       "setup_seconds": setup_seconds, **info,
-      "peak_memory": memory.run_peak(started, result["step_bytes"].ravel()),
-      "golden_budgets": _budgets(config, stats, result["timesteps"]),
+      "peak_memory": memory.run_peak(started, result.step_bytes.ravel()),
+      "golden_budgets": _budgets(config, stats, result.timesteps),
       "backend": jax.default_backend(), "device_count": jax.device_count(),
       "process_count": jax.process_count(),
       "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()},
@@ -326,5 +195,5 @@ def _run(config, workdir: str, is_main: bool, mesh) -> dict:
     outputs.write_json(os.path.join(workdir, "metrics.json"), metrics)
   log.info("done: median step %.4f s, compile %.2f s, sampling %.2f s; outputs in %s",
                metrics["step_seconds_median"], metrics["compile_seconds_total"],
-               sampling_seconds, workdir)
+               result.wall_seconds, workdir)
   return metrics

@@ -1,7 +1,8 @@
 """The DDIM sampling loop (docs/method.md §2): one compiled function per distinct step shape, timed
 per step.
 
-Every step's plan (masks, budgets) is prepared once per run before the loop. Each step runs
+Every step's plan (masks, budgets) is prepared once per run before the loop (`prepare`, a
+`Prepared` that every batch of the run reuses). Each step runs
 ``x̂_0 = apply(stats, plan, x_t, key_j)`` and the η = 0 DDIM update fused in one jitted function.
 The function is compiled ahead of the timed call (compile seconds are reported separately; a
 second run with the same shapes reuses the compiled executable), and each step's seconds are
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +40,9 @@ class SampleOutput:
     compile_seconds: [S] seconds spent compiling before each step (0 when cached).
     step_bytes: [S] XLA's memory estimate of each compiled step: arguments (database, statistics,
       masks, latents) + outputs + temporaries, in bytes (-1 where the backend does not report it).
-    prepare_seconds: wall seconds of the once-per-run preparation before the first step (placing
-      the data, building every step's mask and plan), finished on the device; not in step_seconds.
+    prepare_seconds: wall seconds of the preparation (placing the data, building every step's
+      mask and plan) when this call made it, finished on the device; not in step_seconds. 0 when
+      the plans came prepared (`golddiff_jax.prepare`: see `Prepared.prepare_seconds`).
   """
   images: np.ndarray
   x0_trajectory: np.ndarray
@@ -48,6 +51,36 @@ class SampleOutput:
   compile_seconds: np.ndarray
   step_bytes: np.ndarray
   prepare_seconds: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Prepared:
+  """A run's plans, built once by `golddiff_jax.prepare` and reused by every batch's `sample`
+  (and by `denoise` at one of its timesteps).
+
+  Attributes:
+    method: the denoiser's name.
+    options: its resolved options (defaults filled in, validated).
+    batch: the batch size the plans were built for: some plans depend on it (e.g. GoldDiff's
+      chunk sizes), so latents must have exactly this many rows.
+    timesteps: [S] the DDPM timesteps the plans serve, e.g. 900, 800, …, 0.
+    stats: the statistics, sharded over ``mesh`` when there is one.
+    plans: S per-step plans (masks, budgets, proxy database), placed on ``mesh``.
+    mesh: the device mesh, or None for one device.
+    prepare_seconds: wall seconds of building and placing the plans, finished on the device.
+  """
+  method: str
+  options: Any
+  batch: int
+  timesteps: np.ndarray
+  stats: Stats
+  plans: tuple
+  mesh: Any
+  prepare_seconds: float
+
+  @property
+  def num_steps(self) -> int:
+    return len(self.timesteps)
 
 
 def memory_bytes(compiled) -> int:
@@ -80,18 +113,22 @@ def _denoise(stats: Stats, plan, x_t: jax.Array, key: jax.Array, *, method: str,
   return _apply(stats, plan, x_t, key, method, mesh)
 
 
-def _place(stats: Stats, method: str, timesteps, options: dict, x: jax.Array, mesh):
-  """Shards the stats, prepares the run's plans and places plans and queries on ``mesh``."""
+def _place_plans(stats: Stats, method: str, timesteps, options: dict, batch: int, mesh):
+  """Shards the stats and prepares the run's plans, placed on ``mesh`` (no mesh: as built)."""
   if mesh is None:
-    return stats, prepare_plans(stats, method, timesteps, options, x.shape[0]), x
+    return stats, prepare_plans(stats, method, timesteps, options, batch)
   stats = stats_lib.shard(stats, mesh)
-  plans = prepare_plans(stats, method, timesteps, options, x.shape[0])
+  plans = prepare_plans(stats, method, timesteps, options, batch)
   module = METHODS[method]
   specs = getattr(module, "plan_specs", sharding.replicated_specs)
   plans = [jax.device_put(plan, jax.tree.map(lambda spec: NamedSharding(mesh, spec),
                                              specs(plan), is_leaf=lambda v: isinstance(v, P)))
            for plan in plans]
-  return stats, plans, jax.device_put(x, NamedSharding(mesh, sharding.batch_spec(mesh)))
+  return stats, plans
+
+
+def _place_queries(x: jax.Array, mesh) -> jax.Array:
+  return x if mesh is None else jax.device_put(x, NamedSharding(mesh, sharding.batch_spec(mesh)))
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -122,28 +159,39 @@ def step_keys(key: jax.Array, step: int) -> jax.Array:
   return jax.random.fold_in(key, step)
 
 
-def denoise_flat(stats: Stats, x_t: jax.Array, t: int, method: str, key: jax.Array,
-                 options: dict, mesh=None) -> jax.Array:
-  """One x̂_0 prediction for flattened x_t [B, D] at timestep t (sharded over ``mesh``)."""
-  stats, plans, x_t = _place(stats, method, [t], options, x_t, mesh)
-  return _denoise(stats, plans[0], x_t, key, method=method, mesh=mesh)
-
-
-def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
-                key: jax.Array, options: dict, mesh=None, on_step=None,
-                x0_threshold: x0_sparsity.Threshold | None = None) -> SampleOutput:
-  """Runs the sampler on flattened latents [B, D]; see `golddiff_jax.sample`. ``x0_threshold``
-  soft-thresholds every step's x̂_0 (`golddiff_jax.sparsity.x0_threshold`)."""
-  timesteps = schedules.ddim_timesteps(num_steps)
-  batch = latents.shape[0]
+def prepare(stats: Stats, method: str, options: dict, timesteps, batch: int,
+            mesh=None) -> Prepared:
+  """Builds and places the plans for ``timesteps`` at batch size ``batch`` (arguments already
+  validated by `golddiff_jax.prepare`), timed with the device work finished."""
   start = time.perf_counter()
-  stats, plans, x = _place(stats, method, timesteps, options, latents, mesh)
+  stats, plans = _place_plans(stats, method, timesteps, options, batch, mesh)
   # Dispatch is asynchronous: without this the first step would be charged for every mask.
-  jax.block_until_ready((stats, plans, x))
-  prepare_seconds = time.perf_counter() - start
+  jax.block_until_ready((stats, plans))
+  return Prepared(method=method, options=options, batch=int(batch),
+                  timesteps=np.asarray(timesteps), stats=stats, plans=tuple(plans), mesh=mesh,
+                  prepare_seconds=time.perf_counter() - start)
+
+
+def denoise_flat(prepared: Prepared, x_t: jax.Array, t: int, key: jax.Array) -> jax.Array:
+  """One x̂_0 prediction for flattened x_t [B, D] at timestep t (one of ``prepared.timesteps``)
+  with that step's plan (sharded over ``prepared.mesh``)."""
+  plan = prepared.plans[int(np.flatnonzero(prepared.timesteps == t)[0])]
+  return _denoise(prepared.stats, plan, _place_queries(x_t, prepared.mesh), key,
+                  method=prepared.method, mesh=prepared.mesh)
+
+
+def sample_flat(prepared: Prepared, latents: jax.Array, key: jax.Array, on_step=None,
+                x0_threshold: x0_sparsity.Threshold | None = None,
+                prepare_seconds: float = 0.0) -> SampleOutput:
+  """Runs the sampler on flattened latents [B, D] with a run's plans; see `golddiff_jax.sample`.
+  ``x0_threshold`` soft-thresholds every step's x̂_0 (`golddiff_jax.sparsity.x0_threshold`);
+  ``prepare_seconds`` is reported in the output (the caller's preparation, if any)."""
+  timesteps, method, mesh, stats = prepared.timesteps, prepared.method, prepared.mesh, prepared.stats
+  num_steps, batch = len(timesteps), latents.shape[0]
+  x = _place_queries(latents, mesh)
   trajectory, step_seconds, compile_seconds, step_bytes = [], [], [], []
-  for j, (t, plan) in enumerate(zip(timesteps, plans)):
-    abar_prev = jnp.float32(schedules.alpha_bar_prev(t, num_steps))
+  for j, (t, plan) in enumerate(zip(timesteps, prepared.plans)):
+    abar_prev = jnp.float32(schedules.alpha_bar_prev(int(t), num_steps))
     step_key = step_keys(key, j)
     args = (stats, plan, x, abar_prev, step_key)
     start = time.perf_counter()
@@ -164,4 +212,4 @@ def sample_flat(stats: Stats, latents: jax.Array, method: str, num_steps: int,
                       step_seconds=np.asarray(step_seconds),
                       compile_seconds=np.asarray(compile_seconds),
                       step_bytes=np.asarray(step_bytes, np.int64),
-                      prepare_seconds=prepare_seconds)
+                      prepare_seconds=float(prepare_seconds))

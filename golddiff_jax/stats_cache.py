@@ -108,3 +108,10 @@ def fit_or_load(config, mesh=None, folder: str | None = None) -> tuple[stats_lib
     except OSError as e:
       log.warning("could not cache the statistics in %s: %s", path, e.strerror or e)
   return stats, info
+
+
+def for_experiment(config, output_dir: str, mesh=None) -> tuple[stats_lib.Stats, dict]:
+  """`fit_or_load` for an experiment script: cached in ``stats.cache_dir`` when set, else in
+  ``<output_dir>/stats`` (the launcher uses the shared cache, `directory`)."""
+  folder = None if config.stats.get("cache_dir") else os.path.join(output_dir, "stats")
+  return fit_or_load(config, mesh, folder)

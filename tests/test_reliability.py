@@ -432,11 +432,11 @@ def test_on_step_is_called_after_every_step():
 
 def test_log_lines_are_printed_above_the_progress_bar(capsys):
   import logging  # pylint: disable=g-import-not-at-top
-  from golddiff_jax import run as run_lib  # pylint: disable=g-import-not-at-top
+  from golddiff_jax import progress, run as run_lib  # pylint: disable=g-import-not-at-top
   handler = logging.StreamHandler(sys.stderr)
   logging.getLogger().addHandler(handler)
   try:
-    with run_lib._progress(3, "sampling") as bar:
+    with progress.bar(3, "sampling") as bar:
       assert handler.stream is not sys.stderr  # routed through tqdm.write meanwhile
       run_lib.log.info("a log line")
       bar.update(1)

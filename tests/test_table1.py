@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 import golddiff_jax as gd  # noqa: E402  pylint: disable=g-import-not-at-top
-from golddiff_jax import metrics, run as run_lib  # noqa: E402  pylint: disable=g-import-not-at-top
+from golddiff_jax import metrics, stats_cache  # noqa: E402  pylint: disable=g-import-not-at-top
 from golddiff_jax.data import procedural_images  # noqa: E402  pylint: disable=g-import-not-at-top
 from golddiff_jax.models import reference  # noqa: E402  pylint: disable=g-import-not-at-top
 import table1  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -114,7 +114,7 @@ def test_scores_are_the_metrics_of_runs_from_the_same_latents(stand_in_table, da
   config = table1.method_config("configs/procedural.py", {**OVERRIDES, "data.data_dir": data_dir},
                                 "wiener", num_samples=SAMPLES, batch_size=BATCH,
                                 num_steps=STEPS, seed=None)
-  stats, info = run_lib.fit_or_load_stats(config, output_dir)
+  stats, info = stats_cache.for_experiment(config, output_dir)
   assert info["stats_cached"]
   noise_key, _ = jax.random.split(jax.random.key(config.seed))
   latents = gd.noise(noise_key, SAMPLES, stats.image_shape)
@@ -196,7 +196,7 @@ def test_trained_reference_end_to_end(reference_dir, data_dir, tmp_path):
   config = table1.method_config("configs/procedural.py", {**OVERRIDES, "data.data_dir": data_dir},
                                 "wiener", num_samples=SAMPLES, batch_size=BATCH,
                                 num_steps=STEPS, seed=None)
-  stats, _ = run_lib.fit_or_load_stats(config, output_dir)
+  stats, _ = stats_cache.for_experiment(config, output_dir)
   out = gd.sample(stats, gd.noise(jax.random.split(jax.random.key(7))[0], SAMPLES, (8, 8, 3)),
                   method="wiener", num_steps=STEPS, **results["methods"]["wiener"]["options"])
   assert results["methods"]["wiener"]["scores"]["r2"] == pytest.approx(

@@ -24,9 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from golddiff_jax import schedules
+from golddiff_jax import schedules, sharding
 from golddiff_jax.models import checkpoint as ckpt
-from golddiff_jax.models.train import make_mesh
 from golddiff_jax.models.unet import UNet
 from golddiff_jax.sampler import SampleOutput, memory_bytes
 
@@ -63,7 +62,7 @@ def load_reference(checkpoint_dir: str, *, image_shape=None) -> ReferenceModel:
         f"the reference network in {checkpoint_dir!r} was trained on {_shape_text(trained)} "
         f"images (H×W×C) but {_shape_text(image_shape)} was asked for: wrong resolution or "
         f"channels; train a reference for this dataset (configs/train/<dataset>.py)")
-  replicated = NamedSharding(make_mesh(-1), P())
+  replicated = NamedSharding(sharding.make_mesh(), P())
   shapes = _param_shapes(UNet(**meta["arch"]), trained)
   try:
     params = ckpt.restore(manager, step, {"ema_params": ckpt.abstract(shapes, replicated)})
@@ -101,7 +100,7 @@ def _step(module: UNet, params, x_t: jax.Array, t: jax.Array, abar_t: jax.Array,
 def _compiled_step(module: UNet, batch_shape: tuple, sharded: bool):
   """`_step` compiled for one network and latent shape, cached: every step of every batch of
   a run shares one executable."""
-  mesh = make_mesh(-1)
+  mesh = sharding.make_mesh()
   replicated = NamedSharding(mesh, P())
   params = ckpt.abstract(_param_shapes(module, batch_shape[1:]), replicated)
   x = jax.ShapeDtypeStruct(batch_shape, jnp.float32,
@@ -123,7 +122,7 @@ def _check(model: ReferenceModel, x: Any, name: str) -> None:
 
 def _place(model: ReferenceModel, x) -> tuple[Any, jax.Array]:
   """Weights replicated on every device; the batch sharded when it divides evenly."""
-  mesh = make_mesh(-1)
+  mesh = sharding.make_mesh()
   spec = P("data") if np.shape(x)[0] % mesh.size == 0 else P()
   params = jax.device_put(model.params, NamedSharding(mesh, P()))
   return params, jax.device_put(jnp.asarray(x, jnp.float32), NamedSharding(mesh, spec))
@@ -145,7 +144,7 @@ def sample(model: ReferenceModel, latents, num_steps: int = 10) -> SampleOutput:
   timesteps = schedules.ddim_timesteps(num_steps)
   params, x = _place(model, latents)
   module = model.module
-  replicated = NamedSharding(make_mesh(-1), P())
+  replicated = NamedSharding(sharding.make_mesh(), P())
 
   def scalars(t):  # t, ᾱ_t, ᾱ_prev: traced, so one executable serves every step
     return jax.device_put((jnp.int32(t), jnp.float32(schedules.alpha_bar(t)),

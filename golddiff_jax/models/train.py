@@ -54,7 +54,7 @@ from golddiff_jax import outputs, schedules, sharding
 from golddiff_jax.models import checkpoint as ckpt, mlp
 from golddiff_jax.models.unet import UNet, check_arch
 from golddiff_jax.sparsity import penalties
-from golddiff_jax.run import ensure_workdir
+from golddiff_jax.workdirs import ensure_workdir
 
 log = logging.getLogger("golddiff_jax.models.train")
 log.setLevel(logging.INFO)
