@@ -38,7 +38,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)  # the configs package lives at the repository root
 
 # pylint: disable-next=g-import-not-at-top
-from golddiff_jax import outputs, run as run_lib, run_config
+from golddiff_jax import metrics, outputs, run as run_lib, run_config
 
 COLUMNS = ("name", "status", "overrides", "method", "num_images", "step_seconds_median",
            "compile_seconds_total", "sampling_seconds", "peak_memory_bytes", "mse_vs_ref",
@@ -80,17 +80,6 @@ def apply_overrides(config, overrides: dict):
 def run_name(overrides: dict) -> str:
   name = overrides.get("name") or ",".join(f"{k}={v}" for k, v in overrides.items()) or "base"
   return re.sub(r"[^A-Za-z0-9_.=,-]+", "_", str(name))
-
-
-def compare(images: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-  """MSE and r² of final images vs a reference
-  (docs/method.md §8.4: clamp((x+1)/2), unbiased v_b)."""
-  x = np.clip((images.reshape(len(images), -1) + 1) / 2, 0, 1).astype(np.float64)
-  y = np.clip((reference.reshape(len(reference), -1) + 1) / 2, 0, 1).astype(np.float64)
-  sq = ((x - y) ** 2).sum(axis=1)
-  var = y.var(axis=1, ddof=1)
-  var[var == 0] = 1.0
-  return float(sq.mean() / x.shape[1]), float(np.mean(1 - sq / (x.shape[1] * var)))
 
 
 def _finished(run_dir: str, config) -> bool:
@@ -189,7 +178,12 @@ def _compare(rows, workdir, reference):
       logging.warning("sweep: %s: samples %s differ in shape from the reference's %s; not "
                       "compared", row["name"], images.shape, ref.shape)
       continue
-    row["mse_vs_ref"], row["r2_vs_ref"] = compare(images, ref)
+    try:
+      scores = metrics.compare(images, ref)  # docs/method.md §8.4
+    except ValueError as e:  # e.g. NaN samples: left blank, as above
+      logging.warning("sweep: %s: not compared (%s)", row["name"], e)
+      continue
+    row["mse_vs_ref"], row["r2_vs_ref"] = scores["mse"], scores["r2"]
 
 
 def _fmt(value) -> str:

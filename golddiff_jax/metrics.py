@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from golddiff_jax import retrieval
+from golddiff_jax import chunking
 
 HIGHEST = jax.lax.Precision.HIGHEST
 MEMORIZATION_THRESHOLD = 1.0 / 3.0
@@ -173,7 +173,7 @@ def _nearest_two(samples: jax.Array, database: jax.Array, *,
   n = database.shape[0]
   q = to_unit(samples) - 0.5
   q_sq = jnp.sum(q * q, axis=-1, keepdims=True)
-  chunk, starts = retrieval.chunk_layout(n, chunk)
+  chunk, starts = chunking.chunk_layout(n, chunk)
   batch = q.shape[0]
 
   def body(carry, step):
@@ -182,7 +182,7 @@ def _nearest_two(samples: jax.Array, database: jax.Array, *,
     rows = to_unit(jax.lax.dynamic_slice_in_dim(database, start, chunk, axis=0)) - 0.5
     sq = q_sq + jnp.sum(rows * rows, axis=-1)[None, :] - 2.0 * jnp.matmul(
         q, rows.T, precision=HIGHEST)
-    fresh = retrieval.fresh_rows(start, step, chunk)  # a clamped last chunk overlaps the previous
+    fresh = chunking.fresh_rows(start, step, chunk)  # a clamped last chunk overlaps the previous
     sq = jnp.where(fresh[None, :], jnp.maximum(sq, 0.0), jnp.inf)
     idx = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (batch, chunk))
     cand_d = jnp.concatenate([best_d, sq], axis=1)  # earlier rows first: ties keep lower index

@@ -51,9 +51,12 @@ def write_npz(path: str, **arrays: np.ndarray) -> None:
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-  """Model-space images in [−1, 1] → uint8 via clamp((x + 1)/2, 0, 1)."""
-  return np.round(np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0) * 255
-                  ).astype(np.uint8)
+  """Model-space images in [−1, 1] → uint8: round((x + 1)·127.5) in float32, half to even
+  (NumPy's ``round``), clipped to [0, 255] — the same as round(clamp((x + 1)/2, 0, 1)·255), and
+  the exact inverse of the data map (v/255 − 0.5)/0.5 for every uint8 v. The one conversion for
+  pictures and for the built-in datasets' PNGs."""
+  return np.clip(np.round((np.asarray(images, np.float32) + 1.0) * 127.5), 0, 255
+                 ).astype(np.uint8)
 
 
 def readable_zoom(height: int, width: int, columns: int, pad: int = 2) -> int:

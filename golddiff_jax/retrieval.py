@@ -25,31 +25,14 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from golddiff_jax import select as select_lib, sharding
+from golddiff_jax import chunking, select as select_lib, sharding
 
 HIGHEST = jax.lax.Precision.HIGHEST
 POOL_STREAM = 0x601D  # fold-in tags separating GoldDiff's random streams within a step key
 RANDOM_SUBSET_STREAM = 0x5EED
 
 ScoreFn = Callable[[jax.Array, int], jax.Array]  # (start, size) -> scores [B, size]
-
-
-def chunk_layout(n: int, chunk: int) -> tuple[int, np.ndarray]:
-  """(chunk, starts): at most ``chunk`` rows per step, balanced so that the count of steps is
-  minimal and the rows the clamped last start covers twice are fewer than the count;
-  starts min(j·chunk, n − chunk)."""
-  chunk = max(1, min(int(chunk), n))
-  count = -(-n // chunk)
-  chunk = -(-n // count)
-  starts = np.minimum(np.arange(count) * chunk, n - chunk).astype(np.int32)
-  return chunk, starts
-
-
-def fresh_rows(start: jax.Array, step: jax.Array, chunk: int) -> jax.Array:
-  """[chunk] bool: rows of a chunk not already covered by the previous one (clamped start)."""
-  return start + jnp.arange(chunk) >= step * chunk
 
 
 def sample_keys(key: jax.Array, batch: int, stream: int) -> jax.Array:
@@ -103,7 +86,7 @@ def running_smallest(score_fn: ScoreFn, n: int, k: int, batch: int, *, chunk: in
   Returns:
     (values [B, k], indices [B, k] int32 global row indices).
   """
-  chunk, starts = chunk_layout(n, chunk)
+  chunk, starts = chunking.chunk_layout(n, chunk)
   if len(starts) == 1:
     return select_lib.select(score_fn(jnp.int32(0), n), k, method=method,
                              recall_target=recall_target)
@@ -111,7 +94,8 @@ def running_smallest(score_fn: ScoreFn, n: int, k: int, batch: int, *, chunk: in
   def body(carry, inputs):
     best, best_index = carry
     step, start = inputs
-    scores = jnp.where(fresh_rows(start, step, chunk)[None, :], score_fn(start, chunk), jnp.inf)
+    scores = jnp.where(chunking.fresh_rows(start, step, chunk)[None, :], score_fn(start, chunk),
+                       jnp.inf)
     index = jnp.broadcast_to(start + jnp.arange(chunk, dtype=jnp.int32), (batch, chunk))
     merged = jnp.concatenate([best, scores], axis=1)
     merged_index = jnp.concatenate([best_index, index], axis=1)
@@ -168,7 +152,7 @@ def fine_distances(database: jax.Array, sq_norms: jax.Array, x_t: jax.Array, a: 
                    candidates: jax.Array, *, chunk: int) -> jax.Array:
   """[B, K] unmasked ‖x_t[b] − a·x_i‖² for i = candidates[b, :], gathered chunk by chunk."""
   batch, num = candidates.shape
-  chunk, starts = chunk_layout(num, chunk)
+  chunk, starts = chunking.chunk_layout(num, chunk)
 
   def body(dots, start):
     index = jax.lax.dynamic_slice_in_dim(candidates, start, chunk, axis=1)

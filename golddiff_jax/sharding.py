@@ -17,7 +17,6 @@ merges them:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from golddiff_jax import select as select_lib, softmax
+from golddiff_jax import chunking, select as select_lib, softmax
 
 DATA = "data"
 BATCH = "batch"
@@ -192,12 +191,9 @@ def local_rows(num_local: int, num_valid: int) -> tuple[jax.Array, jax.Array]:
 
 
 def combine_softmax(state: softmax.SoftmaxState, axis: str = DATA) -> softmax.SoftmaxState:
-  """Merges exact online-softmax states computed on disjoint row sets across ``axis``."""
-  new_max = jax.lax.pmax(state.max, axis)
-  shift = jnp.where(jnp.isfinite(new_max), new_max, 0.0)
-  scale = jnp.exp(state.max - shift)
-  return softmax.SoftmaxState(new_max, jax.lax.psum(state.total * scale, axis),
-                              jax.lax.psum(state.numerator * scale, axis))
+  """Merges exact online-softmax states computed on disjoint row sets across the mesh axis
+  ``axis`` (`softmax.combine_across`)."""
+  return softmax.combine_across(state, axis)
 
 
 def merge_smallest(values: jax.Array, index: jax.Array, k: int, *, axis: str = DATA,
@@ -216,21 +212,6 @@ def merge_smallest(values: jax.Array, index: jax.Array, k: int, *, axis: str = D
   return (best, *picked)
 
 
-def chunk_for(total: int, chunk: int, shards: int) -> tuple[int, int]:
-  """(per-shard chunk c, padded total): ``total`` items walked in steps of c·shards."""
-  chunk = max(1, min(int(chunk), math.ceil(total / shards)))
-  step = chunk * shards
-  return chunk, -(-total // step) * step
-
-
-def chunk_trips(count, chunk: int, num_chunks: int):
-  """Chunks of ``chunk`` subset entries needed to cover the first ``count`` (traced) entries of
-  every row; all ``num_chunks`` for None."""
-  if count is None:
-    return num_chunks
-  return jnp.clip((count + chunk - 1) // chunk, 0, num_chunks)
-
-
 def fold_subset_rows(database: jax.Array, subset: jax.Array, offset: jax.Array, chunk_size: int,
                      count, fold, init):
   """Folds every sample's own database rows into ``init`` with the rows sharded over ``data``.
@@ -245,7 +226,7 @@ def fold_subset_rows(database: jax.Array, subset: jax.Array, offset: jax.Array, 
   num_local = database.shape[0]
   k = subset.shape[1]
   shards = jax.lax.psum(1, DATA)
-  chunk, total = chunk_for(k, chunk_size, shards)
+  chunk, total = chunking.chunk_for(k, chunk_size, shards)
   if count is not None:
     subset = jnp.where(jnp.arange(k) < count, subset, -1)
   padded = jnp.pad(subset, ((0, 0), (0, total - k)), constant_values=-1)
@@ -261,7 +242,7 @@ def fold_subset_rows(database: jax.Array, subset: jax.Array, offset: jax.Array, 
     mine = jax.lax.dynamic_slice_in_dim(index, me * chunk, chunk, axis=1) >= 0
     return fold(carry, rows, mine)
 
-  trips = chunk_trips(count, chunk * shards, total // (chunk * shards))
+  trips = chunking.chunk_trips(count, chunk * shards, total // (chunk * shards))
   return jax.lax.fori_loop(0, trips, body, init)
 
 

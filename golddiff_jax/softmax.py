@@ -1,6 +1,8 @@
 """Softmax-weighted averages over candidates that arrive in chunks (docs/method.md §5.4).
 
-Two accumulators share one state layout (max, sum, numerator) per (sample, coordinate):
+Two accumulators share one state layout (max, sum, numerator) per (sample, coordinate); exact
+states over disjoint candidate sets merge with `combine` (two states) or `combine_across` (one per
+device along a mesh axis). This module is the one home of the softmax-state arithmetic.
 
 * exact (GoldDiff's ``StreamingSoftmax``): a running max rescales earlier chunks, so the result is
   the softmax over all candidates whatever the chunking;
@@ -78,10 +80,23 @@ def finalize(state: SoftmaxState) -> jax.Array:
   return state.numerator / (state.total + EPS)
 
 
+def _scale_to(state: SoftmaxState, new_max: jax.Array) -> jax.Array:
+  """exp(r − r_new): rescales a state's sum and numerator to the merged max."""
+  return jnp.exp(state.max - _finite_or_zero(new_max))
+
+
 def combine(a: SoftmaxState, b: SoftmaxState) -> SoftmaxState:
   """Merges two exact states computed over disjoint candidate sets."""
   new_max = jnp.maximum(a.max, b.max)
-  shift = _finite_or_zero(new_max)
-  sa, sb = jnp.exp(a.max - shift), jnp.exp(b.max - shift)
+  sa, sb = _scale_to(a, new_max), _scale_to(b, new_max)
   return SoftmaxState(new_max, a.total * sa + b.total * sb,
                       a.numerator * sa + b.numerator * sb)
+
+
+def combine_across(state: SoftmaxState, axis_name: str) -> SoftmaxState:
+  """`combine` of every device's exact state along the mesh axis ``axis_name`` (inside
+  ``shard_map``; ``pmax``/``psum``): the state over all devices' candidates, on each device."""
+  new_max = jax.lax.pmax(state.max, axis_name)
+  scale = _scale_to(state, new_max)
+  return SoftmaxState(new_max, jax.lax.psum(state.total * scale, axis_name),
+                      jax.lax.psum(state.numerator * scale, axis_name))

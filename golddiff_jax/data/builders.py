@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 
 from golddiff_jax.data.mnist5k import OfflineDataError, mnist5k_path, read_mnist5k  # noqa: F401
 from golddiff_jax.data.procedural import procedural_images
+from golddiff_jax.outputs import to_uint8
 
 CHUNK = 1024
 
@@ -44,11 +45,6 @@ def procedural_config(num_images: int = 2000, resolution: int = 32, channels: in
   return ProceduralConfig(name=f"n{num_images}_r{resolution}_c{channels}_s{seed}",
                           version="1.0.0", num_images=int(num_images),
                           resolution=int(resolution), channels=int(channels), seed=int(seed))
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-  """Inverse of the model-space map (v/255 − 0.5)/0.5, rounded: [-1, 1] floats → uint8."""
-  return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 class GolddiffProcedural(tfds.core.GeneratorBasedBuilder):
