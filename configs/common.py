@@ -1,11 +1,13 @@
-"""Helpers shared by the config files: the ``arg`` parser and the method switch."""
+"""Helpers shared by the config files: the ``arg`` parser, the option sections and the method
+switch."""
 
 from __future__ import annotations
 
 import ml_collections
 from ml_collections import config_dict
 
-METHODS = ("golddiff", "pca_locality", "optimal", "wiener", "els", "els_golden")
+from golddiff_jax import masks, run_config
+from golddiff_jax.denoisers import METHODS  # the registry: method name → its Denoiser
 
 
 def optional(kind: type, default=None):
@@ -43,12 +45,20 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 # Locality-mask variants by name (the knobs are explained in golddiff_jax.masks). ``published``
 # is the published rule; DEFAULT_MASK is chosen by measurement on real digits (docs/results.md).
 MASK_VARIANTS = {
-    "published": {"eig_floor": 0.0, "diag_floor": 0.0, "threshold_scope": "global"},
+    "published": dict(masks.PUBLISHED),
     # Rows whose diagonal is below 1% of the largest are normalised by that 1%: on data without
     # such near-constant pixels (CIFAR-10, faces, ...) the mask is exactly the published one.
-    "floor": {"eig_floor": 0.0, "diag_floor": 0.01, "threshold_scope": "global"},
+    "floor": {**masks.PUBLISHED, "diag_floor": 0.01},
 }
 DEFAULT_MASK = "floor"
+
+
+def add_option_sections(config: ml_collections.ConfigDict) -> None:
+  """Adds the ``denoiser`` and ``golden`` sections, generated from the registered methods'
+  options (`golddiff_jax.run_config.option_sections`): every field None, i.e. the method's own
+  default, until a config file or a ``--config.denoiser.<option>=...`` override sets it."""
+  for name, section in run_config.option_sections().items():
+    config[name] = section
 
 
 def use_method(config: ml_collections.ConfigDict, method: str, *,
@@ -61,7 +71,7 @@ def use_method(config: ml_collections.ConfigDict, method: str, *,
   over ``pca_wssm_chunk``-sized chunks instead of the exact softmax.
   """
   if method not in METHODS:
-    raise ValueError(f"unknown method {method!r}; valid methods: {list(METHODS)}")
+    raise ValueError(f"unknown method {method!r}; valid methods: {sorted(METHODS)}")
   if mask not in MASK_VARIANTS:
     raise ValueError(f"unknown mask variant {mask!r}; valid: {sorted(MASK_VARIANTS)}")
   config.method = method
@@ -102,8 +112,6 @@ def dataset_config(arg: str | None, *, dataset: str, k_min: int, k_max: int,
   config.data.subset_size = arg.subset or None
   config.stats.chunk_size = stats_chunk_size
   config.golden.k_min, config.golden.k_max = (None, None) if arg.subset else (k_min, k_max)
-  config.golden.low_res_dim = 16
-  config.denoiser.temperature = 1.0
   config.sampler.num_steps = arg.steps
   config.sampler.num_samples = arg.samples
   config.sampler.batch_size = batch_size

@@ -18,15 +18,17 @@ Every dataset config starts from this one and mutates its sections:
   subset, class.
 * ``stats``: how the statistics are fit
   (chunk rows; the database's or global statistics, docs/method.md §7.4).
-* ``denoiser``: options of the masked-softmax denoisers (θ, T, softmax, mask form, chunking).
-* ``golden``: GoldDiff's golden subset
-  (budgets, proxy, selection, the docs/method.md §6.3 ablation switches).
+* ``denoiser``: the methods' options (θ, T, softmax, mask form, chunking, ELS window), and
+* ``golden``: the golden subset's (budgets, proxy, selection, the docs/method.md §6.3 ablation
+  switches). Both are generated from the registered methods' options dataclasses (reference:
+  docs/options.md); a field left None takes the chosen method's default.
 * ``sampler``: DDIM steps, number of samples, batch size.
 * ``mesh``: the device mesh: ``data`` devices shard the database, ``batch`` devices the queries;
   ``distributed`` starts multi-host JAX (one process per host).
 * ``output``, ``diagnostics``: what the run writes.
 
-A run passes exactly the ``denoiser``/``golden`` fields its method accepts.
+A run passes the chosen method the ``denoiser``/``golden`` fields it has; values set for other
+methods are checked too, and ignored by it.
 """
 
 import ml_collections
@@ -68,43 +70,11 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   config.stats.global_subset_size = 50000  # images for "global" statistics (first n of the split)
   config.stats.cache_dir = common.optional(str)  # None: <workdir>/stats
 
-  config.denoiser = ml_collections.ConfigDict()
-  config.denoiser.mask_threshold = 0.03   # θ of the PCA-locality mask
-  # Mask variant (golddiff_jax.masks; 0 / "global" = the published rule). eig_floor also floors
-  # the Wiener filter's eigenvalues.
-  config.denoiser.eig_floor = 0.0
-  config.denoiser.diag_floor = 0.0
-  config.denoiser.threshold_scope = "global"
-  config.denoiser.temperature = 1.0
-  config.denoiser.softmax = "exact"       # or "wssm" (pca_locality only)
-  config.denoiser.wssm_chunk = 512
-  config.denoiser.mask_impl = "auto"      # auto | dense | tiled | bf16x3 | sparse (tiled: pca only)
-  config.denoiser.mask_tile = 8           # output tile side (pixels) of the tiled mask form
-  config.denoiser.chunk_size = common.optional(int)  # database rows per scan step (memory only)
-  # ELS (els, els_golden): odd patch size k, or a tuple with one k per step (sampling order);
-  # the calibrated schedule for 10 steps, else 5.
-  config.denoiser.patch_size = common.optional(
-      object, ELS_PATCH_SIZES if arg.steps == len(ELS_PATCH_SIZES) else 5)
-  config.denoiser.padding = "borders"     # ELS: borders | circular
-
-  config.golden = ml_collections.ConfigDict()
-  config.golden.k_min = common.optional(int)  # budgets; None: round(N/20)
-  config.golden.k_max = common.optional(int)  # None: round(N/10)
-  config.golden.low_res_dim = 16              # proxy resolution (0: automatic)
-  config.golden.select = "exact"              # exact | approx | bucket | threshold
-  config.golden.recall_target = 0.95
-  config.golden.dynamic_m = True
-  config.golden.dynamic_k = True
-  config.golden.static_m = common.optional(int)
-  config.golden.static_k = common.optional(int)
-  config.golden.random_retrieval = False
-  config.golden.proxy_repeat_factor = 1
-  config.golden.proxy_upsample_mode = "repeat"
-  config.golden.subset_chunk_size = common.optional(int)
-  # Steps with ᾱ_t ≤ high_noise_abar (t ≥ 800) whose random pool is smaller than N: "expansion"
-  # (closed form over all N images, docs/method.md §6.8) or "pool" (the published random pool).
-  config.golden.high_noise = "expansion"
-  config.golden.high_noise_abar = 0.002
+  # The method options: generated from the methods' options dataclasses (docs/options.md lists
+  # them); unset fields take the method's default.
+  common.add_option_sections(config)
+  if arg.steps == len(ELS_PATCH_SIZES):  # ELS (els, els_golden): the calibrated schedule
+    config.denoiser.patch_size = ELS_PATCH_SIZES
 
   config.sampler = ml_collections.ConfigDict()
   config.sampler.num_steps = arg.steps

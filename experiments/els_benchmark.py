@@ -81,12 +81,12 @@ def benchmark(config, output_dir: str, *, num_samples: int, peak_size: int) -> d
     print(f"{name}: step seconds {np.round(out.step_seconds, 3).tolist()}", flush=True)
   peak_after = matmul_gflops(peak_size)
   full, golden = runs["els"], runs["els_golden"]
-  sizes = els.patch_sizes({**els.OPTIONS, **full_options}, steps)
+  sizes = els.patch_sizes(full_options["patch_size"], steps)
   flops = [2.0 * els.multiply_adds(stats.image_shape, k, full_options["padding"], num_samples,
                                    stats.num_images) for k in sizes]
   per_step = metrics.trajectory_metrics(golden.x0_trajectory, full.x0_trajectory)
   plan = els_golden.prepare_run(stats, [schedules.alpha_bar(int(t)) for t in full.timesteps],
-                                golden_options, num_samples)
+                                els_golden.Options(**golden_options), num_samples)
   results = {
       "timesteps": full.timesteps.tolist(), "patch_size": sizes,
       "golden_k": [int(p.retrieval.k) for p in plan], "golden_m": [int(p.retrieval.m)

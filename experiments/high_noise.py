@@ -111,9 +111,9 @@ def main(argv):
   print(f"moments: {time.perf_counter() - start:.1f} s (once per run)")
   clean = jnp.asarray(queries.reshape(batch, -1))
   noise = jax.random.normal(jax.random.key(_SEED.value + 5), clean.shape)
-  gold_options = {**golddiff.OPTIONS, **variant, "mask_threshold": _THRESHOLD.value,
-                  "k_min": round(n / 20), "k_max": round(n / 10)}
-  exact_options = {**pca_locality.OPTIONS, **variant, "mask_threshold": _THRESHOLD.value}
+  gold_options = golddiff.Options(**variant, mask_threshold=_THRESHOLD.value,
+                                  k_min=round(n / 20), k_max=round(n / 10))
+  exact_options = pca_locality.Options(**variant, mask_threshold=_THRESHOLD.value)
   pca_apply = jax.jit(pca_locality.apply)
   gold_apply = jax.jit(golddiff.apply)
   expand = jax.jit(high_noise.apply)
@@ -129,7 +129,7 @@ def main(argv):
     exact, exact_s = timed(pca_apply, stats, plan, x_t, repeats=0)  # includes its compile
     scale = np.linalg.norm(exact - mean)
     gold = golddiff.prepare(stats, abar, gold_options, batch)
-    mask = masks.mask_for(stats, abar, gold_options)
+    mask = masks.mask_for(stats, abar, gold_options.mask_variant())
     estimates = {"exact (full scan)": (exact, exact_s)}
     estimates["pool (GoldDiff)"] = timed(gold_apply, stats, gold, x_t, key)
     estimates["expansion"] = timed(expand, high_noise.prepare(moments, mask, abar), x_t)
@@ -140,8 +140,9 @@ def main(argv):
       energy = np.cumsum(sv ** 2) / np.sum(sv ** 2)
       for rank in (int(r) for r in _RANKS.value):
         low = (u[:, :rank] * sv[:rank]) @ vt[:rank]
-        low_plan = pca_locality.build_plan(jnp.asarray(low, jnp.float32), abar,
-                                           {**exact_options, "mask_impl": "dense"}, batch)
+        low_plan = pca_locality.build_plan(jnp.asarray(low, jnp.float32), abar, batch,
+                                           mask_impl="dense",
+                                           temperature=exact_options.temperature)
         out, _ = timed(pca_apply, stats, low_plan, x_t, repeats=0)
         estimates[f"lowrank {rank} (keeps {energy[rank - 1]:.3f})"] = (out, float("nan"))
     for name, (value, seconds) in estimates.items():

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from golddiff_jax import sampler, schedules, sharding, stats as stats_lib, validation
-from golddiff_jax.denoisers import METHODS
+from golddiff_jax.denoisers import base
 from golddiff_jax.sparsity import x0_threshold as x0_sparsity
 
 fit = stats_lib.fit
@@ -30,21 +30,10 @@ def _plain(value: Any) -> Any:
   return value
 
 
-def _resolve(method: str, options: dict) -> tuple[Any, dict]:
-  if method not in METHODS:
-    raise ValueError(f"unknown method {method!r}; valid methods: {sorted(METHODS)}")
-  module = METHODS[method]
-  validation.check_options(options, module.OPTIONS, what=f"method {method!r}")
-  resolved = {**module.OPTIONS, **{k: _plain(v) for k, v in options.items()}}
-  if "temperature" in resolved:
-    validation.check_temperature(resolved["temperature"])
-  chunk = resolved.get("chunk_size")
-  if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral)
-                            or chunk < 1):
-    raise ValueError(f"chunk_size must be a positive int or None, got {chunk!r}")
-  if hasattr(module, "check_options"):
-    module.check_options(resolved)
-  return module, resolved
+def _resolve(method: str, options: dict) -> tuple[base.Denoiser, base.Options]:
+  """The registered method and its checked options (NumPy/JAX scalars taken as Python ones)."""
+  denoiser = base.get(method)
+  return denoiser, denoiser.options({k: _plain(v) for k, v in options.items()})
 
 
 def _check_stats(stats) -> None:
@@ -87,14 +76,14 @@ def _timestep(t) -> int:
   return int(plain)
 
 
-def _mesh(stats: stats_lib.Stats, mesh, module, options: dict, batch: int):
+def _mesh(stats: stats_lib.Stats, mesh, denoiser: base.Denoiser, options: base.Options,
+          batch: int):
   """The mesh to run on: ``mesh``, else the one the stats are sharded on, else None."""
   mesh = stats.mesh if mesh is None else mesh
   if mesh is None:
     return None
   sharding.check_mesh(mesh)
-  if hasattr(module, "check_mesh_options"):
-    module.check_mesh_options(options)
+  denoiser.check_mesh_options(options)
   shards = sharding.batch_size(mesh)
   if batch % shards:
     raise ValueError(f"batch of {batch} does not divide over the mesh's {shards} "

@@ -28,7 +28,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from golddiff_jax import chunking, masks, stats as stats_lib
+from golddiff_jax import masks, retrieval, stats as stats_lib
 from golddiff_jax.denoisers import golddiff, pca_locality
 from golddiff_jax.stats import Stats
 
@@ -44,7 +44,7 @@ def full_logits(database: jax.Array, x_t: jax.Array, abar, temperature, *,
   n = database.shape[0]
   a = jnp.sqrt(abar)
   scale = -0.5 / ((1.0 - abar) * temperature)
-  chunk, starts = chunking.chunk_layout(n, chunk)
+  chunk, starts = retrieval.chunk_layout(n, chunk)
 
   def body(out, start):
     rows = jax.lax.dynamic_slice_in_dim(database, start, chunk, axis=0)
@@ -95,7 +95,7 @@ def masked_statistics(database: jax.Array, x_t: jax.Array, locality: pca_localit
   tail mass [B, D] outside it. Streams the database in chunks of ``locality.chunk_size``."""
   n, dim = database.shape
   batch = x_t.shape[0]
-  chunk, starts = chunking.chunk_layout(n, locality.chunk_size)
+  chunk, starts = retrieval.chunk_layout(n, locality.chunk_size)
   member = None if subset is None else _membership(subset, n)
 
   def body(carry, inputs):
@@ -103,7 +103,7 @@ def masked_statistics(database: jax.Array, x_t: jax.Array, locality: pca_localit
     step, start = inputs
     rows = jax.lax.dynamic_slice_in_dim(database, start, chunk, axis=0)
     logits = pca_locality.masked_logits(x_t, rows[None], locality)
-    fresh = chunking.fresh_rows(start, step, chunk)[None, :, None]
+    fresh = retrieval.fresh_rows(start, step, chunk)[None, :, None]
     logits = jnp.where(fresh, logits, -jnp.inf)
     r_new = jnp.maximum(r, jnp.max(logits, axis=1))  # finite from the first chunk on
     decay = jnp.exp(r - r_new)
@@ -165,9 +165,8 @@ def posterior_support(stats: Stats, x_t: jax.Array, abar: float, *, temperature:
   out = dict(_global_summary(logits, subset, mass=float(mass)))
   if mask_threshold is not None:
     mask = masks.mask_for(stats, abar, {**(mask_variant or {}), "mask_threshold": mask_threshold})
-    local = pca_locality.build_plan(
-        mask, abar, {"mask_impl": mask_impl, "softmax": "exact", "wssm_chunk": 1,
-                     "temperature": temperature, "chunk_size": chunk_size}, batch)
+    local = pca_locality.build_plan(mask, abar, batch, mask_impl=mask_impl,
+                                    temperature=temperature, chunk_size=chunk_size)
     out.update(masked_statistics(stats.database, x_t, local, subset))
   return out
 
@@ -179,13 +178,14 @@ def golddiff_support(stats: Stats, x_t: jax.Array, abar: float, key: jax.Array,
   ``options`` are GoldDiff's (see `golddiff_jax.denoisers.golddiff`). Adds ``subset`` [B, k_t]
   and the step's budgets ``m`` and ``k``.
   """
-  options = {**golddiff.OPTIONS, **options}
+  options = golddiff.Options(**options)
   stats = stats_lib.unshard(stats)
   plan = golddiff.prepare(stats, abar, options, x_t.shape[0])
   subset = _golden_subset(stats, plan, jnp.asarray(x_t, jnp.float32), key)
-  out = posterior_support(stats, x_t, abar, temperature=float(options["temperature"]),
-                          subset=subset, mask_threshold=float(options["mask_threshold"]),
-                          mask_variant={k: options.get(k, v) for k, v in masks.PUBLISHED.items()},
-                          mask_impl=options["mask_impl"], chunk_size=options["subset_chunk_size"])
+  variant = options.mask_variant()
+  out = posterior_support(stats, x_t, abar, temperature=float(options.temperature),
+                          subset=subset, mask_threshold=float(variant.pop("mask_threshold")),
+                          mask_variant=variant, mask_impl=options.mask_impl,
+                          chunk_size=options.subset_chunk_size)
   out.update(subset=subset, m=plan.m, k=plan.k)
   return out

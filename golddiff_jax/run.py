@@ -83,7 +83,7 @@ def _support(config, stats, latents, result) -> dict | None:
     return None
   steps = len(result.timesteps)
   stats = stats_lib.unshard(stats)  # a few samples: one device is enough
-  temperature = float(config.denoiser.temperature)
+  temperature = float(run_config.method_options(config).get("temperature", 1.0))
   x = jax.numpy.asarray(latents[:n].reshape(n, -1))
   rows = {"support_mean": [], "effective_size_mean": [], "max_weight_mean": []}
   for j, t in enumerate(result.timesteps):

@@ -1,20 +1,30 @@
 """Run configs (``configs/*.py``): up-front validation, method options, the stats cache key.
 
 `validate` checks a whole config before a run touches its workdir or loads data and raises
-ValueError naming the field. It also runs the chosen method's own option checks, so a bad option
+ValueError naming the field. The method's options are checked by its options dataclass
+(`golddiff_jax.denoisers.base`), with the config's field names (``golden.k_min``), so a bad option
 fails here rather than after the data is loaded.
+
+The ``denoiser`` and ``golden`` sections are generated from the registered methods' options
+(`option_sections`): every option of every method, each None ("the method's default") until a
+config file or an override sets it. A config may carry settings for several methods (Table 1
+runs them all from one config); `method_options` takes the chosen method's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import numbers
 import re
 
-from golddiff_jax import budgets, validation
+import ml_collections
+from ml_collections import config_dict
+
+from golddiff_jax import budgets
 from golddiff_jax.data import datasets
-from golddiff_jax.denoisers import METHODS
+from golddiff_jax.denoisers import base, golddiff
 
 STATS_SOURCES = ("database", "global")
 _SECTIONS = ("data", "stats", "denoiser", "golden", "sampler", "mesh", "output", "diagnostics")
@@ -29,11 +39,83 @@ def _int(name: str, value, *, minimum: int | None = None, optional: bool = False
     raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
+def option_sections() -> dict[str, ml_collections.ConfigDict]:
+  """The ``denoiser`` and ``golden`` config sections: one field per option name of the registered
+  methods (`base.option` says which section), typed as its dataclass field and None (the chosen
+  method's default) until set. A method registered later adds its options here by itself."""
+  sections = {name: ml_collections.ConfigDict() for name in base.SECTIONS}
+  for denoiser in base.REGISTRY.values():
+    for field in base.fields(denoiser.Options):
+      section = sections[base.section(field)]
+      if field.name not in section:
+        section[field.name] = config_dict.FieldReference(
+            None, field_type=base.value_type(denoiser.Options, field.name))
+  return sections
+
+
+def _field_names(denoiser: base.Denoiser) -> dict[str, str]:
+  """Option name → its config path (``section.name``)."""
+  return {f.name: f"{base.section(f)}.{f.name}" for f in base.fields(denoiser.Options)}
+
+
+def _set_values(config, paths: dict[str, str]) -> dict:
+  """The options among ``paths`` (name → ``section.name``) that ``config`` sets (not None)."""
+  values = {}
+  for name, path in paths.items():
+    section, _ = path.split(".")
+    value = config[section].get(name) if section in config else None
+    if value is not None:
+      values[name] = value
+  return values
+
+
+def options(config) -> base.Options:
+  """``config.method``'s checked options: its fields that the config sets, defaults for the rest.
+  ValueError names the config field (``golden.k_min must be ...``)."""
+  denoiser = base.get(config.method)
+  paths = _field_names(denoiser)
+  return denoiser.options(_set_values(config, paths), qualify=paths.__getitem__)
+
+
+def check_other_settings(config) -> None:
+  """Checks the options ``config`` sets for methods other than ``config.method`` (a config may
+  carry them, e.g. for Table 1's other rows): each such value must be valid for some registered
+  method that has the option, else the ValueError of the first one that rejects it."""
+  chosen = base.get(config.method)
+  own = set(chosen.option_names)
+  accepted, errors = set(), {}
+  for denoiser in base.REGISTRY.values():
+    paths = _field_names(denoiser)
+    values = _set_values(config, {k: v for k, v in paths.items() if k not in own})
+    if not values:
+      continue
+    try:
+      denoiser.options(values, qualify=paths.__getitem__)
+      accepted |= set(values)
+      continue
+    except ValueError as e:
+      joint = e
+    # Rejected: blame the values that fail on their own (all of them for a joint rule).
+    alone = {}
+    for name, value in values.items():
+      try:
+        denoiser.options({name: value}, qualify=paths.__getitem__)
+      except ValueError as e:
+        alone[name] = e
+    for name in values:
+      if alone and name not in alone:
+        accepted.add(name)
+      else:
+        errors.setdefault(name, alone.get(name, joint))
+  for name, error in errors.items():
+    if name not in accepted:
+      raise error
+
+
 def method_options(config) -> dict:
-  """The ``denoiser`` and ``golden`` fields that ``config.method`` accepts (its ``OPTIONS``)."""
-  module = METHODS[config.method]
-  fields = {**config.denoiser.to_dict(), **config.golden.to_dict()}
-  return {k: v for k, v in fields.items() if k in module.OPTIONS}
+  """`options` as a dict (every option of ``config.method``, defaults filled in): the keyword
+  arguments `golddiff_jax.sample` takes."""
+  return dataclasses.asdict(options(config))
 
 
 def resolution(config) -> int:
@@ -83,30 +165,20 @@ def database_size(config) -> int | None:
 
 
 def _validate_method(config, spec: datasets.DatasetSpec) -> None:
-  if config.method not in METHODS:
-    raise ValueError(f"unknown method {config.method!r}; valid methods: {sorted(METHODS)}")
-  golden = config.golden
-  for name in ("k_min", "k_max", "static_m", "static_k"):
-    _int(f"golden.{name}", golden[name], minimum=1, optional=True)
-  if golden.k_min is not None and golden.k_max is not None and golden.k_min > golden.k_max:
-    raise ValueError(f"golden.k_min={golden.k_min} must be <= golden.k_max={golden.k_max}")
-  _int("golden.low_res_dim", golden.low_res_dim, minimum=0)
-  module = METHODS[config.method]
-  if ("low_res_dim" in module.OPTIONS and golden.low_res_dim > resolution(config)
-      and not spec.is_points):
-    raise ValueError(f"golden.low_res_dim={golden.low_res_dim} exceeds the image resolution "
+  checked = options(config)  # the unknown-method and option checks
+  check_other_settings(config)
+  if not isinstance(checked, golddiff.RetrievalOptions):
+    return
+  # What depends on the data: the proxy resolution and, when N is known, the budgets.
+  if checked.low_res_dim > resolution(config) and not spec.is_points:
+    raise ValueError(f"golden.low_res_dim={checked.low_res_dim} exceeds the image resolution "
                      f"{resolution(config)} (0 picks the proxy resolution automatically)")
-  options = {**module.OPTIONS, **method_options(config)}
-  validation.check_temperature(options.get("temperature", 1.0), name="denoiser.temperature")
-  _int("denoiser.chunk_size", config.denoiser.chunk_size, minimum=1, optional=True)
-  if hasattr(module, "check_options"):
-    module.check_options(options)
   n = database_size(config)
-  if config.method == "golddiff" and n is not None:
-    bounds = budgets.resolve_budgets(n, golden.k_min, golden.k_max)
-    budgets.check_ablation_options(bounds, dynamic_m=golden.dynamic_m,
-                                   dynamic_k=golden.dynamic_k, static_m=golden.static_m,
-                                   static_k=golden.static_k)
+  if n is not None:
+    bounds = budgets.resolve_budgets(n, checked.k_min, checked.k_max)
+    budgets.check_ablation_options(bounds, dynamic_m=checked.dynamic_m,
+                                   dynamic_k=checked.dynamic_k, static_m=checked.static_m,
+                                   static_k=checked.static_k)
 
 
 def validate(config) -> None:

@@ -119,8 +119,7 @@ def _place_plans(stats: Stats, method: str, timesteps, options: dict, batch: int
     return stats, prepare_plans(stats, method, timesteps, options, batch)
   stats = stats_lib.shard(stats, mesh)
   plans = prepare_plans(stats, method, timesteps, options, batch)
-  module = METHODS[method]
-  specs = getattr(module, "plan_specs", sharding.replicated_specs)
+  specs = METHODS[method].plan_specs
   plans = [jax.device_put(plan, jax.tree.map(lambda spec: NamedSharding(mesh, spec),
                                              specs(plan), is_leaf=lambda v: isinstance(v, P)))
            for plan in plans]
@@ -142,14 +141,11 @@ def _to_host(x: jax.Array) -> np.ndarray:
 def prepare_plans(stats: Stats, method: str, timesteps, options: dict, batch: int) -> list:
   """Host-side per-step plans for a whole run (e.g. the locality masks), built once.
 
-  A method module may define ``prepare_run(stats, abars, options, batch) -> list[Plan]`` to share
-  work across the steps of a run (e.g. a proxy database); otherwise ``prepare`` runs per step.
+  The registered method's ``prepare_run`` (`golddiff_jax.denoisers.base`) builds them, sharing
+  work across the steps of a run (e.g. a proxy database).
   """
-  module = METHODS[method]
   abars = [schedules.alpha_bar(t) for t in timesteps]
-  if hasattr(module, "prepare_run"):
-    return list(module.prepare_run(stats, abars, options, batch))
-  return [module.prepare(stats, abar, options, batch) for abar in abars]
+  return list(METHODS[method].prepare_run(stats, abars, options, batch))
 
 
 def step_keys(key: jax.Array, step: int) -> jax.Array:

@@ -61,3 +61,21 @@ def check_mask_threshold(value: Any, *, name: str = "mask_threshold") -> None:
            "θ >= 1 would keep only the largest entries" if real and value >= 1 else
            "a fraction of the largest entry")
     raise ValueError(f"{name} must be in (0, 1) ({why}), got {value!r}")
+
+
+def check_optional_positive_int(value: Any, *, name: str) -> None:
+  """Raises ValueError unless ``value`` is None or an int >= 1 (bools are not ints here)."""
+  if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                            or value < 1):
+    raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+
+
+def check_choice(value: Any, choices: tuple, *, name: str) -> None:
+  """Raises ValueError unless ``value`` is one of ``choices``."""
+  if not isinstance(value, str) or value not in choices:
+    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_bool(value: Any, *, name: str) -> None:
+  if not isinstance(value, bool):
+    raise ValueError(f"{name} must be a bool, got {value!r}")

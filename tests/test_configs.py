@@ -67,7 +67,8 @@ def test_spec_hyperparameters(name):
   k_min, k_max, theta, batch = SPEC[name]
   assert (config.golden.k_min, config.golden.k_max) == (k_min, k_max)
   assert config.denoiser.mask_threshold == theta
-  assert config.denoiser.temperature == 1.0 and config.golden.low_res_dim == 16
+  options = run_config.method_options(config)  # unset fields: the method's defaults
+  assert options["temperature"] == 1.0 and options["low_res_dim"] == 16
   assert (config.sampler.num_samples, config.sampler.num_steps) == (128, 10)
   assert config.sampler.batch_size == batch and config.seed == 7
   assert config.data.split == "train" and config.data.subset_size is None
@@ -134,11 +135,11 @@ def test_every_leaf_accepts_a_flag_override():
       if hasattr(value, "items"):
         walk(value, f"{prefix}{key}.")
       else:
-        leaves[f"{prefix}{key}"] = value
+        leaves[f"{prefix}{key}"] = node.get_type(key)  # None-valued fields keep their type
   walk(default.get_config(), "")
   samples = {bool: "false", int: "3", float: "0.5", str: "x"}
   argv = ["prog", f"--config={os.path.join(ROOT, 'configs', 'default.py')}"]
-  argv += [f"--config.{k}={samples.get(type(v), '3')}" for k, v in leaves.items()]
+  argv += [f"--config.{k}={samples.get(kind, '3')}" for k, kind in leaves.items()]
   values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True,
                                   sys_argv=argv)
@@ -197,5 +198,5 @@ def test_golddiff_errors_are_caught_up_front():
 def test_method_options_are_exactly_the_methods_keys(method):
   config = _valid_tiny(method=method)
   options = run_config.method_options(config)
-  assert set(options) <= set(METHODS[method].OPTIONS)
+  assert set(options) == set(METHODS[method].option_names)
   run_config.validate(config)

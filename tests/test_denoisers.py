@@ -81,7 +81,7 @@ def test_optimal_apply_directly(name):
   _, stats, _ = _data(name)
   t = 300
   x_t, _ = _noisy(name, t)
-  plan = optimal_mod.prepare(stats, ref.ABAR[t], dict(optimal_mod.OPTIONS), x_t.shape[0])
+  plan = optimal_mod.prepare(stats, ref.ABAR[t], optimal_mod.Options(), x_t.shape[0])
   got = np.asarray(jax.jit(optimal_mod.apply)(stats, plan, x_t))
   np.testing.assert_allclose(got, ref.optimal(_db(name), x_t, ref.ABAR[t]), rtol=RTOL, atol=ATOL)
 
@@ -152,7 +152,7 @@ def test_wiener_apply_directly_and_leaves_box():
   t = 100
   rng = np.random.default_rng(1)
   x_t = rng.normal(size=(3, stats.dim)).astype(np.float32) * 3.0  # far from the data
-  plan = wiener_mod.prepare(stats, ref.ABAR[t], {}, 3)
+  plan = wiener_mod.prepare(stats, ref.ABAR[t], wiener_mod.Options(), 3)
   got = np.asarray(jax.jit(wiener_mod.apply)(stats, plan, x_t))
   want = ref.wiener(_db(name), x_t, ref.ABAR[t])
   np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
@@ -199,7 +199,7 @@ def test_pca_locality_apply_directly(name, impl):
   _, stats, _ = _data(name)
   t = 200
   x_t, _ = _noisy(name, t)
-  options = {**pca_mod.OPTIONS, "mask_threshold": 0.1, "mask_impl": impl}
+  options = pca_mod.Options(mask_threshold=0.1, mask_impl=impl)
   plan = pca_mod.prepare(stats, ref.ABAR[t], options, x_t.shape[0])
   assert plan.impl == impl
   got = np.asarray(jax.jit(pca_mod.apply)(stats, plan, x_t))
@@ -285,7 +285,7 @@ def test_auto_mask_impl_is_dense_unless_the_mask_is_too_large(monkeypatch):
   assert pca_locality.choose_impl("auto", 100) == "sparse"
   assert pca_locality.choose_impl("auto", 99) == "dense"
   mask = np.eye(100, dtype=np.float32)
-  plan = pca_locality.build_plan(mask, 0.5, dict(pca_locality.OPTIONS), batch=2)
+  plan = pca_locality.build_plan(mask, 0.5, 2, mask_impl="auto", temperature=1.0)
   assert plan.impl == "sparse" and plan.mask is None and plan.index.shape == (100, 1)
 
 
@@ -296,7 +296,7 @@ def test_tiled_continues_a_state_and_skips_invalid_rows(name, tile, t):
   merge does) and honours ``row_valid``: two halves, one with masked rows, equal one pass."""
   _, stats, _ = _data(name)
   x_t, _ = _noisy(name, t)
-  options = {**pca_mod.OPTIONS, "mask_impl": "tiled", "mask_tile": tile, "chunk_size": 16}
+  options = pca_mod.Options(mask_impl="tiled", mask_tile=tile, chunk_size=16)
   plan = pca_mod.prepare(stats, ref.ABAR[t], options, x_t.shape[0])
   assert plan.impl == "tiled"
   db = stats.database
@@ -315,20 +315,20 @@ def test_auto_picks_tiled_for_local_masks_only(monkeypatch):
   shape, batch = (8, 8, 3), 4
   d = int(np.prod(shape))
   local, full = np.eye(d, dtype=np.float32), np.ones((d, d), np.float32)
-  opts = dict(pca_mod.OPTIONS)
-  assert pca_mod.build_plan(local, 0.5, opts, batch, image_shape=shape).impl == "tiled"
-  assert pca_mod.build_plan(full, 0.5, opts, batch, image_shape=shape).impl == "dense"
-  assert pca_mod.build_plan(local, 0.5, opts, batch).impl == "dense"
-  form = masks.tiled_form(local, shape, opts["mask_tile"])
+  opts = {"mask_impl": "auto", "temperature": 1.0}
+  assert pca_mod.build_plan(local, 0.5, batch, **opts, image_shape=shape).impl == "tiled"
+  assert pca_mod.build_plan(full, 0.5, batch, **opts, image_shape=shape).impl == "dense"
+  assert pca_mod.build_plan(local, 0.5, batch, **opts).impl == "dense"
+  form = masks.tiled_form(local, shape, pca_mod.Options().mask_tile)
   assert form.cost_ratio <= pca_mod.TILED_MAX_RATIO
   assert pca_mod.choose_impl("auto", d, form, batch) == "tiled"
   monkeypatch.setattr(pca_mod, "TILED_MAX_BYTES", 4 * batch * form.sub.size - 1)
   assert pca_mod.choose_impl("auto", d, form, batch) == "dense"  # its weights would not fit
   monkeypatch.undo()
   with pytest.raises(ValueError, match="tiled"):
-    pca_mod.build_plan(local, 0.5, {**opts, "mask_impl": "tiled"}, batch)
+    pca_mod.build_plan(local, 0.5, batch, **{**opts, "mask_impl": "tiled"})
   with pytest.raises(ValueError, match="mask_tile"):
-    pca_mod.check_options({**opts, "mask_tile": 0})
+    pca_mod.Options(mask_tile=0)
   with pytest.raises(ValueError, match="mask_impl"):
     _, stats, _ = _data("rgb6x5")
     gd.denoise(stats, np.zeros((1, 6, 5, 3), np.float32), 100, method="golddiff",

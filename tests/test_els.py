@@ -165,7 +165,7 @@ def test_golden_els_subset_and_sharding():
   key = jax.random.key(3)
   options = dict(patch_size=3, k_min=3, k_max=6, low_res_dim=3)
   got = np.asarray(gd.denoise(stats, x_t, 100, method="els_golden", key=key, **options))
-  plan = els_golden.prepare(stats, abar, {**els_golden.OPTIONS, **options}, 4)
+  plan = els_golden.prepare(stats, abar, els_golden.Options(**options), 4)
   ret = plan.retrieval
   subset = np.asarray(golddiff.golden_subset(stats, ret, jnp.asarray(x_t.reshape(4, -1)), key))
   k = int(ret.k)

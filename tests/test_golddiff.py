@@ -32,11 +32,11 @@ def _noisy(setup, t, batch=8):
 
 
 def _plan(stats, t, batch=8, **options):
-  return golddiff.prepare(stats, schedules.alpha_bar(t), {**golddiff.OPTIONS, **options}, batch)
+  return golddiff.prepare(stats, schedules.alpha_bar(t), golddiff.Options(**options), batch)
 
 
 def _exact(stats, t, x, theta=THETA):
-  options = {**pca_locality.OPTIONS, "mask_threshold": theta, "mask_impl": "dense"}
+  options = pca_locality.Options(mask_threshold=theta, mask_impl="dense")
   return _pca(stats, pca_locality.prepare(stats, schedules.alpha_bar(t), options, x.shape[0]), x)
 
 
@@ -190,7 +190,7 @@ def test_size_bucket_equals_per_step_plans(setup):
   stats = setup[0]
   timesteps = schedules.ddim_timesteps(10)
   abars = [schedules.alpha_bar(t) for t in timesteps]
-  options = {**golddiff.OPTIONS, **COMMON}
+  options = golddiff.Options(**COMMON)
   plans = golddiff.prepare_run(stats, abars, options, 8)
   assert {p.size for p in plans} == {24} and plans[0].ranked and plans[0].pool
   mesh = gd.make_mesh(data=8, batch=1)
@@ -224,7 +224,7 @@ def test_ten_step_run_traces_one_step_function(setup, monkeypatch):
     traces.append(1)
     return original(*args, **kwargs)
 
-  monkeypatch.setattr(golddiff, "apply", counting_apply)
+  monkeypatch.setitem(gd.METHODS, "golddiff", gd.METHODS["golddiff"].replace(apply=counting_apply))
   out = gd.sample(stats, latents, method="golddiff", num_steps=10, key=jax.random.key(3),
                   **{**COMMON, "k_min": 5})  # B = 3 and k_min = 5: shapes unique to this test
   assert 1 <= len(traces) <= 3, len(traces)
@@ -242,21 +242,21 @@ def test_expansion_steps_and_auto_index_lists(setup, monkeypatch):
   monkeypatch.setattr(golddiff, "SPARSE_MAX_RATIO", 0.82)
   timesteps = schedules.ddim_timesteps(10)
   abars = [schedules.alpha_bar(t) for t in timesteps]
-  options = {**golddiff.OPTIONS, **COMMON, "mask_impl": "auto", "high_noise": "expansion",
-             "high_noise_abar": 0.002}
+  options = golddiff.Options(**{**COMMON, "mask_impl": "auto", "high_noise": "expansion",
+                                "high_noise_abar": 0.002})
   plans = golddiff.prepare_run(stats, abars, options, 8)
   kinds = ["expansion" if p.expansion is not None else p.locality.impl for p in plans]
   assert kinds == ["expansion"] * 2 + ["dense"] * 6 + ["sparse"] * 2, kinds
   assert plans[-1].locality.index.shape == plans[-2].locality.index.shape == (stats.dim, 156)
-  dense = golddiff.prepare_run(stats, abars, {**options, "mask_impl": "dense",
-                                              "high_noise": "pool"}, 8)
+  dense = golddiff.prepare_run(stats, abars, options.replace(mask_impl="dense",
+                                                             high_noise="pool"), 8)
   moments = high_noise.database_moments(stats.database)
   for t, abar, plan, ref, kind in zip(timesteps, abars, plans, dense, kinds):
     x = _noisy(setup, t)
     key = jax.random.key(int(t))
     got = _apply(stats, plan, x, key)
     if kind == "expansion":
-      mask = golddiff.masks.mask_for(stats, abar, options)
+      mask = golddiff.masks.mask_for(stats, abar, options.mask_variant())
       want = high_noise.apply(high_noise.prepare(moments, mask, abar), x)
     else:
       want = _apply(stats, ref, x, key)
@@ -266,8 +266,8 @@ def test_expansion_steps_and_auto_index_lists(setup, monkeypatch):
     np.testing.assert_allclose(got, want, atol=atol, rtol=0)
   traces = []
   original = golddiff.apply
-  monkeypatch.setattr(golddiff, "apply",
-                      lambda *a, **k: traces.append(1) or original(*a, **k))
+  monkeypatch.setitem(gd.METHODS, "golddiff", gd.METHODS["golddiff"].replace(
+      apply=lambda *a, **k: traces.append(1) or original(*a, **k)))
   latents = setup[2][:5].reshape(5, 8, 8, 3)  # B = 5: shapes unique to this test
   gd.sample(stats, latents, method="golddiff", num_steps=10, key=jax.random.key(0),
             **{**COMMON, "mask_impl": "auto", "high_noise": "expansion"})
@@ -282,7 +282,7 @@ def test_expansion_only_replaces_a_random_pool(setup):
   assert _plan(stats, 900, **{**COMMON, "k_min": N, "k_max": N}).expansion is None
   assert _plan(stats, 900, **COMMON, random_retrieval=True).expansion is None
   assert _plan(stats, 900, **COMMON, high_noise="pool").expansion is None
-  assert abar <= golddiff.OPTIONS["high_noise_abar"] < schedules.alpha_bar(700)
+  assert abar <= golddiff.Options().high_noise_abar < schedules.alpha_bar(700)
 
 
 def test_high_noise_options_raise(setup):

@@ -1,18 +1,13 @@
-"""Analytical denoisers. Each module defines ``OPTIONS`` (name → default), a host-side
-``prepare(stats, abar, options, batch) -> Plan`` run once per sampling step, and a pure, jit-able
-``apply(stats, plan, x_t [B, D], key) -> x0 [B, D]``. Optionally ``prepare_run(stats, abars,
-options, batch) -> list[Plan]`` replaces per-step ``prepare`` to share work across a run's steps,
-and ``check_options(resolved_options)`` validates option values (raises ValueError)."""
+"""Analytical denoisers, one module per method; each registers itself (`base.register`) with its
+options dataclass and hooks. ``METHODS`` is the registry: method name → `base.Denoiser`."""
 
-from golddiff_jax.denoisers import els, els_golden, golddiff, optimal, pca_locality, wiener
+from golddiff_jax.denoisers import base
+# Import order is the registry's order (tables list the methods in it).
+from golddiff_jax.denoisers import optimal, wiener, pca_locality, golddiff, els, els_golden  # noqa: I001
 
-METHODS = {
-    "optimal": optimal,
-    "wiener": wiener,
-    "pca_locality": pca_locality,
-    "golddiff": golddiff,
-    "els": els,
-    "els_golden": els_golden,
-}
+METHODS = base.REGISTRY
+get = base.get
+register = base.register
 
-__all__ = ["METHODS", "els", "els_golden", "golddiff", "optimal", "pca_locality", "wiener"]
+__all__ = ["METHODS", "base", "els", "els_golden", "get", "golddiff", "optimal", "pca_locality",
+           "register", "wiener"]

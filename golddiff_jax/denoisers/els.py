@@ -47,9 +47,7 @@ CPU for small k (docs/els.md). The distance is in expanded form: at t = 0 (σ² 
 rounding of the distance moves a logit by ~1e−2, as for the expanded distances of GoldDiff's
 screen.
 
-Options: ``patch_size`` (odd int k ≥ 1, or a sequence with one odd k per sampling step, in
-sampling order), ``padding`` (``borders`` | ``circular``; circular needs k ≤ min(H, W)),
-``temperature`` and ``chunk_size`` (database images per scan step; None = automatic).
+Options: `Options` (reference: docs/options.md).
 """
 
 from __future__ import annotations
@@ -63,10 +61,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from golddiff_jax import chunking, sharding, softmax
+from golddiff_jax import chunking, sharding, softmax, validation
+from golddiff_jax.denoisers import base
 from golddiff_jax.stats import Stats
 
-OPTIONS = {"patch_size": 5, "padding": "borders", "temperature": 1.0, "chunk_size": None}
 PADDINGS = ("borders", "circular")
 HIGHEST = jax.lax.Precision.HIGHEST
 _CHUNK_BYTES = 64 * 2**20
@@ -159,20 +157,40 @@ def _is_odd_size(k) -> bool:
   return (not isinstance(k, bool) and isinstance(k, numbers.Integral) and k >= 1 and k % 2 == 1)
 
 
-def check_options(options: dict) -> None:
-  """Validates option values that do not depend on the data (raises ValueError)."""
-  k = options["patch_size"]
-  sizes = list(k) if isinstance(k, (list, tuple)) else [k]
-  if not sizes or not all(_is_odd_size(s) for s in sizes):
-    raise ValueError(f"patch_size must be an odd int >= 1 or a non-empty sequence of them (one "
-                     f"per sampling step), got {k!r}")
-  if options["padding"] not in PADDINGS:
-    raise ValueError(f"padding must be one of {PADDINGS}, got {options['padding']!r}")
+@dataclasses.dataclass(frozen=True)
+class PatchOptions(base.Options):
+  """The ELS window: its size (fixed or per step) and the edge rule."""
+  patch_size: int | tuple[int, ...] = base.option(
+      5, "Odd window side k ≥ 1, or a sequence with one odd k per sampling step (in sampling "
+      "order; its length must be the number of steps).")
+  padding: str = base.option(
+      "borders", "`borders` (zero padding, edges and corners apart; the authors' default) or "
+      "`circular` (wrap-around; needs k ≤ min(H, W)).")
+
+  def check(self) -> None:
+    super().check()
+    k = self.patch_size
+    sizes = list(k) if isinstance(k, (list, tuple)) else [k]
+    if not sizes or not all(_is_odd_size(s) for s in sizes):
+      raise ValueError(f"{base.name('patch_size')} must be an odd int >= 1 or a non-empty "
+                       f"sequence of them (one per sampling step), got {k!r}")
+    validation.check_choice(self.padding, PADDINGS, name=base.name("padding"))
 
 
-def patch_sizes(options: dict, num_steps: int) -> list[int]:
-  """The patch size of each of ``num_steps`` steps (a schedule must have exactly that length)."""
-  k = options["patch_size"]
+@dataclasses.dataclass(frozen=True)
+class Options(PatchOptions, base.TemperatureOptions):
+  chunk_size: int | None = base.option(
+      None, "Database images per scan step (memory only; None: from a 64 MiB budget).")
+
+  def check(self) -> None:
+    super().check()
+    validation.check_optional_positive_int(self.chunk_size, name=base.name("chunk_size"))
+
+
+def patch_sizes(patch_size, num_steps: int) -> list[int]:
+  """The patch size of each of ``num_steps`` steps from option ``patch_size`` (a schedule must
+  have exactly that length)."""
+  k = patch_size
   if isinstance(k, (list, tuple)):
     if len(k) != num_steps:
       raise ValueError(f"patch_size schedule has {len(k)} entries but the run has {num_steps} "
@@ -210,22 +228,22 @@ def auto_chunk(image_shape, k: int, padding: str, batch: int) -> int:
   return max(1, _CHUNK_BYTES // max(per_image, 1))
 
 
-def build_plan(image_shape, abar: float, k: int, options: dict, batch: int) -> Plan:
-  check_patch(image_shape, k, options["padding"])
-  chunk = options["chunk_size"] or auto_chunk(image_shape, k, options["padding"], batch)
-  return Plan(abar=jnp.float32(abar), patch_size=int(k), padding=options["padding"],
-              temperature=float(options["temperature"]), chunk_size=int(chunk))
+def build_plan(image_shape, abar: float, k: int, batch: int, *, padding: str,
+               temperature: float, chunk_size: int | None) -> Plan:
+  check_patch(image_shape, k, padding)
+  chunk = chunk_size or auto_chunk(image_shape, k, padding, batch)
+  return Plan(abar=jnp.float32(abar), patch_size=int(k), padding=padding,
+              temperature=float(temperature), chunk_size=int(chunk))
 
 
-def prepare_run(stats: Stats, abars, options: dict, batch: int) -> list[Plan]:
-  options = {**OPTIONS, **options}
-  check_options(options)
-  sizes = patch_sizes(options, len(abars))
-  return [build_plan(stats.image_shape, abar, k, options, batch)
+def prepare_run(stats: Stats, abars, options: Options, batch: int) -> list[Plan]:
+  sizes = patch_sizes(options.patch_size, len(abars))
+  return [build_plan(stats.image_shape, abar, k, batch, padding=options.padding,
+                     temperature=options.temperature, chunk_size=options.chunk_size)
           for abar, k in zip(abars, sizes)]
 
 
-def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
+def prepare(stats: Stats, abar: float, options: Options, batch: int) -> Plan:
   return prepare_run(stats, [abar], options, batch)[0]
 
 
@@ -419,3 +437,7 @@ def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | Non
 
 def _local_state_rows(database, plan, x_t, row_valid, *, image_shape):
   return local_state(database, plan, x_t, image_shape, row_valid)
+
+
+base.register("els", options=Options, prepare_run=prepare_run, apply=apply,
+              apply_sharded=apply_sharded)

@@ -11,30 +11,29 @@ and the ELS patch softmax of sample b then runs over the windows of those k_t im
 With k_t = N (k_min = k_max = N) the subset is the whole database and the result is full ELS.
 The cost falls from B·N to B·k_t images' worth of windows per step, plus GoldDiff's retrieval.
 
-Options: the ELS options ``patch_size`` (odd int or per-step schedule), ``padding``,
-``temperature``; GoldDiff's budgets and switches with the same names and defaults (``k_min``,
-``k_max``, ``low_res_dim``, ``select``, ``recall_target``, ``dynamic_m``/``dynamic_k``/
-``static_m``/``static_k``, ``random_retrieval``, ``proxy_repeat_factor``,
-``proxy_upsample_mode``); ``chunk_size`` (rows per step of the coarse scan, as GoldDiff) and
-``subset_chunk_size`` (subset images per step of the fine selection and of the ELS softmax).
+Options: `Options`, the ELS window options (`els.PatchOptions`), the temperature and GoldDiff's
+retrieval options (`golddiff.RetrievalOptions`: the same names, defaults and checks);
+``subset_chunk_size`` is also the number of subset images per step of the ELS softmax (None: the
+ELS automatic chunk). Reference: docs/options.md.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from golddiff_jax import chunking, retrieval, sharding, softmax
-from golddiff_jax.denoisers import els, golddiff
+from golddiff_jax import retrieval, sharding, softmax
+from golddiff_jax.denoisers import base, els, golddiff
 from golddiff_jax.stats import Stats
 
-_RETRIEVAL = ("k_min", "k_max", "low_res_dim", "select", "recall_target", "dynamic_m",
-              "dynamic_k", "static_m", "static_k", "random_retrieval", "proxy_repeat_factor",
-              "proxy_upsample_mode", "chunk_size", "subset_chunk_size")
-OPTIONS = {"patch_size": els.OPTIONS["patch_size"], "padding": els.OPTIONS["padding"],
-           "temperature": 1.0, **{name: golddiff.OPTIONS[name] for name in _RETRIEVAL}}
+
+@dataclasses.dataclass(frozen=True)
+class Options(golddiff.RetrievalOptions, els.PatchOptions, base.TemperatureOptions):
+  pass
 
 
 @flax.struct.dataclass
@@ -48,34 +47,20 @@ class Plan:
     return self.els.abar
 
 
-def _retrieval_options(options: dict) -> dict:
-  """GoldDiff options for the retrieval alone (its mask options at their defaults; the
-  high-noise expansion is a PCA-locality closed form, so every step retrieves)."""
-  return {**{n: options[n] for n in _RETRIEVAL}, "temperature": options["temperature"],
-          "high_noise": "pool"}
-
-
-def check_options(options: dict) -> None:
-  els.check_options(options)
-  golddiff.check_options({**golddiff.OPTIONS, **_retrieval_options(options)})
-
-
-def prepare_run(stats: Stats, abars, options: dict, batch: int) -> list[Plan]:
-  """GoldDiff's retrieval plans (budgets, proxy database once per run; the locality masks they
-  build are dropped) and one ELS plan per step (the subset is streamed in ``subset_chunk_size``
-  images, default: the ELS automatic chunk)."""
-  options = {**OPTIONS, **options}
-  check_options(options)
-  retrievals = golddiff.prepare_run(stats, abars, _retrieval_options(options), batch)
+def prepare_run(stats: Stats, abars, options: Options, batch: int) -> list[Plan]:
+  """GoldDiff's retrieval plans (budgets, proxy database once per run; no locality masks, and
+  every step retrieves) and one ELS plan per step (the subset is streamed in
+  ``subset_chunk_size`` images, default: the ELS automatic chunk)."""
+  retrievals = golddiff.prepare_run(stats, abars, options, batch)
   plans = []
-  for abar, size, ret in zip(abars, els.patch_sizes(options, len(abars)), retrievals):
-    step = els.build_plan(stats.image_shape, abar, size,
-                          {**options, "chunk_size": options["subset_chunk_size"]}, batch)
-    plans.append(Plan(retrieval=ret.replace(locality=None, expansion=None), els=step))
+  for abar, size, ret in zip(abars, els.patch_sizes(options.patch_size, len(abars)), retrievals):
+    step = els.build_plan(stats.image_shape, abar, size, batch, padding=options.padding,
+                          temperature=options.temperature, chunk_size=options.subset_chunk_size)
+    plans.append(Plan(retrieval=ret, els=step))
   return plans
 
 
-def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
+def prepare(stats: Stats, abar: float, options: Options, batch: int) -> Plan:
   return prepare_run(stats, [abar], options, batch)[0]
 
 
@@ -111,11 +96,21 @@ def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array, plan: els.
   Only the first ``count`` entries of a row count (traced; None: all K, as GoldDiff's padded
   subsets); the chunks past them are not computed.
   """
+  batch, size = subset.shape
+  chunk, starts = retrieval.chunk_layout(size, plan.chunk_size)
+  starts = jnp.asarray(starts)
+  limit = size if count is None else count
   qs = _sample_queries(x_t, plan, image_shape)
-  states = chunking.fold_subset(
-      database, subset, plan.chunk_size, count,
-      lambda states, rows, valid: _fold(states, qs, rows, valid, plan, image_shape),
-      _init(plan, image_shape, subset.shape[0]))
+
+  def body(step, states):
+    start = starts[step]
+    index = jax.lax.dynamic_slice_in_dim(subset, start, chunk, axis=1)
+    rows = jnp.take(database, index, axis=0)  # [B, c, D]
+    valid = retrieval.fresh_rows(start, step, chunk) & (start + jnp.arange(chunk) < limit)
+    return _fold(states, qs, rows, jnp.broadcast_to(valid, (batch, chunk)), plan, image_shape)
+
+  trips = sharding.chunk_trips(count, chunk, starts.shape[0])
+  states = jax.lax.fori_loop(0, trips, body, _init(plan, image_shape, batch))
   return _assemble(states, plan, image_shape)
 
 
@@ -188,3 +183,7 @@ def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | Non
       body, mesh=mesh,
       in_specs=(sharding.stats_specs(stats), plan_specs(plan), queries, bits_spec, queries),
       out_specs=queries, check_vma=False)(stats, plan, x_t, bits, subset)
+
+
+base.register("els_golden", options=Options, prepare_run=prepare_run, apply=apply,
+              apply_sharded=apply_sharded, plan_specs=plan_specs)

@@ -17,23 +17,12 @@ k_t … K − 1 are masked, and the aggregation stops after the chunks that hold
 loop with a traced trip count), so padding costs no masked-product work. Every step that uses
 the same mask form thus shares one compiled function (index lists are padded to one width).
 
-Options (config names): ``k_min``/``k_max`` (default round(N/20), round(N/10); an explicit
-value above N, or k_min > k_max, raises ValueError rather than being clamped as in the published
-code), ``low_res_dim`` (16; 0 = automatic, negative raises), ``mask_threshold`` θ ∈ (0, 1)
-(0.03, CIFAR-10's value), ``temperature``, ``softmax`` ("exact" only),
-``mask_impl`` (auto | dense | bf16x3 | sparse), ``select`` (exact | approx | bucket | threshold),
-``recall_target``, ``dynamic_m``/``dynamic_k``/``static_m``/``static_k`` (docs/method.md §6.3),
-``random_retrieval``, ``proxy_repeat_factor`` ρ and ``proxy_upsample_mode`` (repeat | bilinear),
-``chunk_size`` (rows per step of the coarse scan over N; None = automatic),
-``subset_chunk_size`` (subset rows per step of the fine and aggregation stages; None = automatic),
-``high_noise`` ("pool": the published random pool at every step; "expansion": steps with
-ᾱ_t ≤ ``high_noise_abar`` whose pool is smaller than N use `golddiff_jax.high_noise`, the
-first-order expansion of the masked softmax over all N images, whose cost does not depend on N
-or k; the default, with ``high_noise_abar`` = 0.002, i.e. t ≥ 800 of the 1000-step schedule,
-where it measured more accurate than the pool on procedural images and on real digits,
-docs/benchmarks.md §7; not used with ``random_retrieval``). Chunk sizes are memory knobs only.
-``mask_impl="auto"`` picks per step the dense product or, where the mask is local enough
-(`SPARSE_MAX_RATIO`), per-output index lists, so each output reads only its own inputs.
+Options: `Options` (the reference is generated from it: docs/options.md). ``k_min``/``k_max``
+above N or k_min > k_max raise ValueError rather than being clamped as in the published code;
+the high-noise expansion (`golddiff_jax.high_noise`, docs/method.md §6.8) replaces the random
+pool at steps with ᾱ_t ≤ ``high_noise_abar`` whose pool is smaller than N. Chunk sizes are memory
+knobs only. ``mask_impl="auto"`` picks per step the dense product or, where the mask is local
+enough (`SPARSE_MAX_RATIO`), per-output index lists, so each output reads only its own inputs.
 
 The "repeat" proxy (ρ > 1) is computed as ρ·‖x_t − a_t x_i‖² on the database itself, which is
 the tiled proxy's distance without materialising a ρ·D copy.
@@ -41,6 +30,7 @@ the tiled proxy's distance without materialising a ρ·D copy.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -50,18 +40,11 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from golddiff_jax import (budgets as budgets_lib, chunking, high_noise as high_noise_lib, masks,
-                          retrieval,
-                          select as select_lib, sharding, softmax)
-from golddiff_jax.denoisers import pca_locality
+from golddiff_jax import (budgets as budgets_lib, high_noise as high_noise_lib, masks, retrieval,
+                          select as select_lib, sharding, softmax, validation)
+from golddiff_jax.denoisers import base, pca_locality
 from golddiff_jax.stats import Stats
 
-OPTIONS = {"k_min": None, "k_max": None, "low_res_dim": 16, "mask_threshold": 0.03,
-           **masks.PUBLISHED, "temperature": 1.0, "softmax": "exact", "mask_impl": "auto",
-           "select": "exact", "recall_target": 0.95, "dynamic_m": True, "dynamic_k": True,
-           "static_m": None, "static_k": None, "random_retrieval": False, "proxy_repeat_factor": 1,
-           "proxy_upsample_mode": "repeat", "chunk_size": None, "subset_chunk_size": None,
-           "high_noise": "expansion", "high_noise_abar": 0.002}
 PROXY_MODES = ("repeat", "bilinear")
 HIGH_NOISE = ("pool", "expansion")
 # auto: the per-sample masked product uses the index-list (gather-sum) form when the longest
@@ -70,6 +53,106 @@ HIGH_NOISE = ("pool", "expansion")
 # 0.67 at 0.074 and 1.2 at 0.13 (docs/benchmarks.md).
 SPARSE_MAX_RATIO = 0.08
 _SCAN_BYTES = 64 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalOptions(base.Options):
+  """The golden subset's budgets, proxy and selection (docs/method.md §6), shared by every method
+  that retrieves one."""
+  k_min: int | None = base.option(
+      None, "Smallest golden-subset size k (at t = 0); None: round(N/20). Above N, or above "
+      "`k_max`, raises ValueError (the published code clamps).", section="golden")
+  k_max: int | None = base.option(
+      None, "Largest golden-subset size k (at high noise) and the number of proxy survivors; "
+      "None: round(N/10).", section="golden")
+  low_res_dim: int = base.option(
+      16, "Proxy resolution r_p: each side is average-pooled to r_p (a non-divisor of the image "
+      "side falls back to the largest divisor below it; 0: the published automatic rule).",
+      section="golden")
+  select: str = base.option(
+      "exact", "Top-k strategy: `exact` (`lax.top_k`), `approx` (`lax.approx_min_k`), `bucket` "
+      "(bucketed reduce, sort-free) or `threshold` (bisection on the k-th value).",
+      section="golden")
+  recall_target: float = base.option(
+      0.95, "For `select='bucket'`: expected recall r, bins M ≈ (k − 1)/(−ln r).",
+      section="golden")
+  dynamic_m: bool = base.option(
+      True, "False: a fixed random-pool size m (`static_m`) at every step (docs/method.md §6.3).",
+      section="golden")
+  dynamic_k: bool = base.option(
+      True, "False: a fixed golden-subset size k (`static_k`) at every step.", section="golden")
+  static_m: int | None = base.option(
+      None, "Pool size with `dynamic_m=False` (None: ⌊(k_max + N)/2⌋); below k_max raises.",
+      section="golden")
+  static_k: int | None = base.option(
+      None, "Subset size with `dynamic_k=False` (None: ⌊(k_min + k_max)/2⌋).", section="golden")
+  random_retrieval: bool = base.option(
+      False, "Ablation: the golden subset is k_t uniform random images.", section="golden")
+  proxy_repeat_factor: int = base.option(
+      1, "Ablation ρ ≥ 1: a proxy larger than the image (ρ·D coordinates).", section="golden")
+  proxy_upsample_mode: str = base.option(
+      "repeat", "How the ρ > 1 proxy is made: `repeat` or `bilinear` (ρ a perfect square).",
+      section="golden")
+  chunk_size: int | None = base.option(
+      None, "Rows per step of the coarse proxy scan over N (memory only; None: automatic).")
+  subset_chunk_size: int | None = base.option(
+      None, "Subset rows per step of the fine selection and of the aggregation (memory only; "
+      "None: automatic).", section="golden")
+
+  def check(self) -> None:
+    super().check()
+    for field in ("k_min", "k_max", "static_m", "static_k", "subset_chunk_size", "chunk_size"):
+      validation.check_optional_positive_int(getattr(self, field), name=base.name(field))
+    if self.k_min is not None and self.k_max is not None and self.k_min > self.k_max:
+      raise ValueError(f"{base.name('k_min')}={self.k_min} must be <= "
+                       f"{base.name('k_max')}={self.k_max}")
+    low = self.low_res_dim
+    if isinstance(low, bool) or not isinstance(low, numbers.Integral) or low < 0:
+      raise ValueError(f"{base.name('low_res_dim')} must be an int >= 0 (0 = automatic), "
+                       f"got {low!r}")
+    select_lib.check_method(self.select)
+    select_lib.check_recall(self.recall_target)
+    for field in ("dynamic_m", "dynamic_k", "random_retrieval"):
+      validation.check_bool(getattr(self, field), name=base.name(field))
+    rho = self.proxy_repeat_factor
+    if isinstance(rho, bool) or not isinstance(rho, numbers.Integral) or rho < 1:
+      raise ValueError(f"{base.name('proxy_repeat_factor')} must be an int >= 1, got {rho!r}")
+    validation.check_choice(self.proxy_upsample_mode, PROXY_MODES,
+                            name=base.name("proxy_upsample_mode"))
+    if rho > 1 and self.proxy_upsample_mode == "bilinear" and math.isqrt(rho) ** 2 != rho:
+      raise ValueError(f"{base.name('proxy_repeat_factor')}={rho} must be a perfect square for "
+                       f"bilinear upsampling")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(RetrievalOptions, base.TemperatureOptions, pca_locality.MaskOptions):
+  mask_threshold: float = base.redefault(pca_locality.MaskOptions, "mask_threshold", 0.03)
+  softmax: str = base.option("exact", "`exact` only (the per-sample subsets are not chunked).")
+  mask_impl: str = base.option(
+      "auto", "The masked product: `auto`, `dense`, `bf16x3` or `sparse` (`auto`: index lists "
+      "where the mask is local enough, `SPARSE_MAX_RATIO`, else dense).")
+  high_noise: str = base.option(
+      "expansion", "`pool`: the published random pool at every step; `expansion`: steps with "
+      "ᾱ_t ≤ `high_noise_abar` whose pool is smaller than N use the closed-form first-order "
+      "expansion over all N images (docs/method.md §6.8; not with `random_retrieval`).",
+      section="golden")
+  high_noise_abar: float = base.option(
+      0.002, "ᾱ bound of the high-noise expansion, in [0, 1) (0.002: t ≥ 800 of the 1000-step "
+      "schedule).", section="golden")
+
+  def check(self) -> None:
+    super().check()
+    impls = tuple(i for i in pca_locality.MASK_IMPLS if i != "tiled")  # tiled: full scan only
+    if self.mask_impl not in impls:
+      raise ValueError(f"{base.name('mask_impl')} must be one of {impls}, got {self.mask_impl!r} "
+                       f"(the tiled form needs a candidate set shared by the batch)")
+    if self.softmax != "exact":
+      raise ValueError(f"golddiff supports softmax='exact' only, got {self.softmax!r}")
+    validation.check_choice(self.high_noise, HIGH_NOISE, name=base.name("high_noise"))
+    bound = self.high_noise_abar
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not 0.0 <= bound < 1.0:
+      raise ValueError(f"{base.name('high_noise_abar')} must be in [0, 1), got {bound!r}")
+
 
 
 @flax.struct.dataclass
@@ -103,59 +186,14 @@ class Plan:
   expansion: high_noise_lib.Expansion | None = None  # the closed-form high-noise step
 
 
-def _optional_int(options, name):
-  value = options[name]
-  if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-                            or value < 1):
-    raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-
-
-def check_options(options: dict) -> None:
-  """Validates option values that do not depend on the database (raises ValueError)."""
-  for name in ("k_min", "k_max", "static_m", "static_k", "subset_chunk_size"):
-    _optional_int(options, name)
-  if options["k_min"] is not None and options["k_max"] is not None and (
-      options["k_min"] > options["k_max"]):
-    raise ValueError(f"k_min={options['k_min']} must be <= k_max={options['k_max']}")
-  budgets_lib.proxy_grid((1, 1, 1), options["low_res_dim"])  # type and sign check
-  theta = options["mask_threshold"]
-  if isinstance(theta, bool) or not isinstance(theta, numbers.Real) or not 0.0 < theta < 1.0:
-    raise ValueError(f"mask_threshold must be in (0, 1) (docs/method.md §13 Q-10), got {theta!r}")
-  masks.check_mask_options(options)
-  impls = tuple(i for i in pca_locality.MASK_IMPLS if i != "tiled")  # tiled: full scan only
-  if options["mask_impl"] not in impls:
-    raise ValueError(f"mask_impl must be one of {impls}, got {options['mask_impl']!r} "
-                     f"(the tiled form needs a candidate set shared by the batch)")
-  if options["softmax"] != "exact":
-    raise ValueError(f"golddiff supports softmax='exact' only, got {options['softmax']!r}")
-  if options["high_noise"] not in HIGH_NOISE:
-    raise ValueError(f"high_noise must be one of {HIGH_NOISE}, got {options['high_noise']!r}")
-  bound = options["high_noise_abar"]
-  if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not 0.0 <= bound < 1.0:
-    raise ValueError(f"high_noise_abar must be in [0, 1), got {bound!r}")
-  select_lib.check_method(options["select"])
-  select_lib.check_recall(options["recall_target"])
-  for name in ("dynamic_m", "dynamic_k", "random_retrieval"):
-    if not isinstance(options[name], bool):
-      raise ValueError(f"{name} must be a bool, got {options[name]!r}")
-  rho = options["proxy_repeat_factor"]
-  if isinstance(rho, bool) or not isinstance(rho, numbers.Integral) or rho < 1:
-    raise ValueError(f"proxy_repeat_factor must be an int >= 1, got {rho!r}")
-  if options["proxy_upsample_mode"] not in PROXY_MODES:
-    raise ValueError(f"proxy_upsample_mode must be one of {PROXY_MODES}, "
-                     f"got {options['proxy_upsample_mode']!r}")
-  if rho > 1 and options["proxy_upsample_mode"] == "bilinear" and math.isqrt(rho) ** 2 != rho:
-    raise ValueError(f"proxy_repeat_factor={rho} must be a perfect square for bilinear upsampling")
-
-
-def proxy_kind(image_shape, options: dict) -> tuple:
+def proxy_kind(image_shape, options: RetrievalOptions) -> tuple:
   """The static proxy description: pooling grid, identity with scale ρ, or bilinear ×s."""
-  rho = int(options["proxy_repeat_factor"])
+  rho = int(options.proxy_repeat_factor)
   if rho > 1:
-    if options["proxy_upsample_mode"] == "bilinear":
+    if options.proxy_upsample_mode == "bilinear":
       return ("bilinear", math.isqrt(rho))
     return ("identity", rho)
-  rh, rw = budgets_lib.proxy_grid(image_shape, options["low_res_dim"])
+  rh, rw = budgets_lib.proxy_grid(image_shape, options.low_res_dim)
   h, w, _ = image_shape
   if (rh, rw) == (h, w):
     return ("identity", 1)
@@ -216,49 +254,52 @@ def build_proxy(stats: Stats, kind: tuple) -> tuple[jax.Array | None, jax.Array 
 
 
 def _coarse_chunk(options, batch, n, proxy_dim, survivors):
-  if options["chunk_size"]:
-    return int(options["chunk_size"])
+  if options.chunk_size:
+    return int(options.chunk_size)
   return int(min(n, max(survivors, _SCAN_BYTES // (4 * (batch + proxy_dim)))))
 
 
-def prepare_run(stats: Stats, abars, options: dict, batch: int) -> list[Plan]:
-  """Host-side plans for every step of a run; the proxy database is built once and shared."""
-  options = {**OPTIONS, **options}
-  check_options(options)
+def prepare_run(stats: Stats, abars, options: RetrievalOptions, batch: int) -> list[Plan]:
+  """Host-side plans for every step of a run; the proxy database is built once and shared.
+
+  ``options`` are GoldDiff's `Options`, or the `RetrievalOptions` of a method that only
+  retrieves (its plans then have no locality mask and every step retrieves).
+  """
   n = stats.num_images
-  bounds = budgets_lib.resolve_budgets(n, options["k_min"], options["k_max"])
-  sizes = budgets_lib.schedule(bounds, abars, dynamic_m=options["dynamic_m"],
-                               dynamic_k=options["dynamic_k"], static_m=options["static_m"],
-                               static_k=options["static_k"])
+  bounds = budgets_lib.resolve_budgets(n, options.k_min, options.k_max)
+  sizes = budgets_lib.schedule(bounds, abars, dynamic_m=options.dynamic_m,
+                               dynamic_k=options.dynamic_k, static_m=options.static_m,
+                               static_k=options.static_k)
   kind = proxy_kind(stats.image_shape, options)
-  random_only = bool(options["random_retrieval"])
+  random_only = bool(options.random_retrieval)
   proxy_db, proxy_sq = (None, None) if random_only else build_proxy(stats, kind)
   proxy_dim = stats.dim if proxy_db is None else proxy_db.shape[1]
   coarse = _coarse_chunk(options, batch, n, proxy_dim, bounds.k_max)
-  fine = options["subset_chunk_size"] or max(1, _SCAN_BYTES // (4 * batch * stats.dim))
-  local_options = {"mask_impl": options["mask_impl"], "softmax": "exact", "wssm_chunk": 1,
-                   "temperature": options["temperature"],
-                   "chunk_size": options["subset_chunk_size"]}
+  fine = options.subset_chunk_size or max(1, _SCAN_BYTES // (4 * batch * stats.dim))
+  local = isinstance(options, Options)  # a locality mask per step
   # The expansion replaces a random pool; a step whose pool is the whole database is exact, and
   # the random-retrieval ablation keeps its random subsets.
-  expand = [options["high_noise"] == "expansion" and m < n and not random_only
-            and float(abar) <= float(options["high_noise_abar"])
+  expand = [local and options.high_noise == "expansion" and m < n and not random_only
+            and float(abar) <= float(options.high_noise_abar)
             for abar, (m, _) in zip(abars, sizes)]
   retrieved = [mk for mk, e in zip(sizes, expand) if not e] or sizes
   size = max(k for _, k in retrieved)
   pool = any(m < n for m, _ in retrieved)
   ranked = any(k < size for _, k in retrieved)
-  moments = high_noise_lib.database_moments(stats.database, n) if any(expand) else None
-  step_masks = [masks.mask_for(stats, abar, options) for abar in abars]
-  localities = _locality_plans(step_masks, abars, expand, local_options, batch)
+  if local:
+    moments = high_noise_lib.database_moments(stats.database, n) if any(expand) else None
+    step_masks = [masks.mask_for(stats, abar, options.mask_variant()) for abar in abars]
+    localities = _locality_plans(step_masks, abars, expand, options, batch)
+  else:
+    step_masks = localities = [None] * len(abars)
   plans = []
   for abar, (m, k), mask, locality, e in zip(abars, sizes, step_masks, localities, expand):
-    expansion = (high_noise_lib.prepare(moments, mask, abar, float(options["temperature"]))
+    expansion = (high_noise_lib.prepare(moments, mask, abar, float(options.temperature))
                  if e else None)
     plans.append(Plan(abar=jnp.float32(abar), locality=locality, proxy_db=proxy_db,
                       proxy_sq=proxy_sq, m=jnp.int32(m), k=jnp.int32(k), size=size, pool=pool,
                       ranked=ranked, survivors=bounds.k_max, proxy=kind,
-                      select=options["select"], recall_target=float(options["recall_target"]),
+                      select=options.select, recall_target=float(options.recall_target),
                       random_retrieval=random_only, coarse_chunk=coarse,
                       fine_chunk=int(fine), expansion=expansion))
   return plans
@@ -268,7 +309,7 @@ def _longest_column(mask: jax.Array) -> int:
   return int(jnp.max(jnp.sum(mask != 0, axis=0)))
 
 
-def _locality_plans(step_masks, abars, expand, local_options: dict,
+def _locality_plans(step_masks, abars, expand, options: Options,
                     batch: int) -> list[pca_locality.Plan | None]:
   """Each retrieval step's masked-product plan (None at expansion steps).
 
@@ -282,11 +323,12 @@ def _locality_plans(step_masks, abars, expand, local_options: dict,
     if e:
       plans.append(None)
       continue
-    step_options = local_options
-    if local_options["mask_impl"] == "auto" and (
-        _longest_column(mask) <= SPARSE_MAX_RATIO * mask.shape[0]):
-      step_options = {**local_options, "mask_impl": "sparse"}
-    plans.append(pca_locality.build_plan(mask, abar, step_options, batch))
+    impl = options.mask_impl
+    if impl == "auto" and _longest_column(mask) <= SPARSE_MAX_RATIO * mask.shape[0]:
+      impl = "sparse"
+    plans.append(pca_locality.build_plan(mask, abar, batch, mask_impl=impl,
+                                         temperature=options.temperature,
+                                         chunk_size=options.subset_chunk_size))
   lists = [p for p in plans if p is not None and p.impl == "sparse"]
   width = max((p.index.shape[1] for p in lists), default=0)
   for j, plan in enumerate(plans):
@@ -297,7 +339,7 @@ def _locality_plans(step_masks, abars, expand, local_options: dict,
   return plans
 
 
-def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
+def prepare(stats: Stats, abar: float, options: RetrievalOptions, batch: int) -> Plan:
   return prepare_run(stats, [abar], options, batch)[0]
 
 
@@ -352,10 +394,21 @@ def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array,
   the state with arrays [B, D] (`softmax.finalize` gives x̂_0). The order of the counted entries
   does not matter.
   """
-  init = softmax.init(subset.shape[0], database.shape[1], database.shape[1])
-  return chunking.fold_subset(
-      database, subset, locality.chunk_size, count,
-      lambda state, rows, valid: _fold_rows(state, rows, valid, x_t, locality), init)
+  batch, size = subset.shape
+  chunk, starts = retrieval.chunk_layout(size, locality.chunk_size)
+  starts = jnp.asarray(starts)
+  limit = size if count is None else count
+
+  def body(step, state):
+    start = starts[step]
+    index = jax.lax.dynamic_slice_in_dim(subset, start, chunk, axis=1)
+    rows = jnp.take(database, index, axis=0)  # [B, c, D]
+    position = start + jnp.arange(chunk)
+    valid = retrieval.fresh_rows(start, step, chunk) & (position < limit)
+    return _fold_rows(state, rows, jnp.broadcast_to(valid, (batch, chunk)), x_t, locality)
+
+  init = softmax.init(batch, database.shape[1], database.shape[1])
+  return jax.lax.fori_loop(0, sharding.chunk_trips(count, chunk, starts.shape[0]), body, init)
 
 
 def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array,
@@ -427,3 +480,7 @@ def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | Non
       body, mesh=mesh,
       in_specs=(sharding.stats_specs(stats), plan_specs(plan), queries, bits_spec, queries),
       out_specs=queries, check_vma=False)(stats, plan, x_t, bits, subset)
+
+
+base.register("golddiff", options=Options, prepare_run=prepare_run, apply=apply,
+              apply_sharded=apply_sharded, plan_specs=plan_specs)

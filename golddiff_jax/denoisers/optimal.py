@@ -8,15 +8,28 @@ expanded ‖x‖² + a²‖x_i‖² − 2a⟨x, x_i⟩ form would lose the digit
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from golddiff_jax import chunking, sharding, softmax
+from golddiff_jax import chunking, sharding, softmax, validation
+from golddiff_jax.denoisers import base
 from golddiff_jax.stats import Stats
 
-OPTIONS = {"temperature": 1.0, "chunk_size": None}
 _CHUNK_BYTES = 64 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(base.TemperatureOptions):
+  chunk_size: int | None = base.option(
+      None, "Database rows per step of the streamed scan (memory only; None: from a 64 MiB "
+      "budget).")
+
+  def check(self) -> None:
+    super().check()
+    validation.check_optional_positive_int(self.chunk_size, name=base.name("chunk_size"))
 
 
 @flax.struct.dataclass
@@ -26,9 +39,9 @@ class Plan:
   chunk_size: int = flax.struct.field(pytree_node=False)
 
 
-def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
-  chunk = options["chunk_size"] or max(8, _CHUNK_BYTES // (4 * batch * stats.dim))
-  return Plan(abar=jnp.float32(abar), temperature=float(options["temperature"]),
+def prepare(stats: Stats, abar: float, options: Options, batch: int) -> Plan:
+  chunk = options.chunk_size or max(8, _CHUNK_BYTES // (4 * batch * stats.dim))
+  return Plan(abar=jnp.float32(abar), temperature=float(options.temperature),
               chunk_size=int(chunk))
 
 
@@ -60,3 +73,7 @@ def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | Non
   """`apply` with the database sharded over ``mesh`` (`golddiff_jax.sharding`)."""
   del key
   return sharding.softmax_over_shards(local_state, stats, plan, x_t, mesh)
+
+
+base.register("optimal", options=Options, prepare=prepare, apply=apply,
+              apply_sharded=apply_sharded)

@@ -29,16 +29,18 @@ else ``tiled`` when its cost ratio is at most ``TILED_MAX_RATIO`` (and its per-c
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
+
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from golddiff_jax import chunking, masks, sharding, softmax, validation
+from golddiff_jax.denoisers import base
 from golddiff_jax.stats import Stats
 
-OPTIONS = {"mask_threshold": 0.05, **masks.PUBLISHED, "temperature": 1.0, "softmax": "exact",
-           "wssm_chunk": 512, "mask_impl": "auto", "mask_tile": 8, "chunk_size": None}
 MASK_IMPLS = ("auto", "dense", "tiled", "bf16x3", "sparse")
 SOFTMAX_MODES = ("exact", "wssm")
 DENSE_MASK_MAX_BYTES = 2 * 2**30  # above this a [D, D] float32 mask is held as index lists
@@ -47,6 +49,62 @@ TILED_MAX_BYTES = 2**30  # auto: ... and its per-call weights [groups, U, G·B] 
 _CHUNK_BYTES = 48 * 2**20
 _SLOT_GROUP = 32
 HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskOptions(base.Options):
+  """The locality mask M_t (`golddiff_jax.masks`, docs/method.md §5.3): θ and the variant."""
+  mask_threshold: float = base.option(
+      0.05, "θ ∈ (0, 1): the mask keeps the entries with |M̃| ≥ θ·max|M̃|.")
+  eig_floor: float = base.option(
+      masks.PUBLISHED["eig_floor"], "δ ≥ 0: covariance eigenvalues floored at δ before the "
+      "shrink factors (0: the published rule).")
+  diag_floor: float = base.option(
+      masks.PUBLISHED["diag_floor"], "ρ ∈ [0, 1): rows normalised by max(|L̃[n, n]|, ρ·max diag) "
+      "(0: the published rule).")
+  threshold_scope: str = base.option(
+      masks.PUBLISHED["threshold_scope"], "`global`: θ relative to the whole mask's largest "
+      "entry (published); `output`: relative to each output column's.")
+
+  def check(self) -> None:
+    super().check()
+    validation.check_mask_threshold(self.mask_threshold, name=base.name("mask_threshold"))
+    masks.check_mask_options(self.mask_variant())
+
+  def mask_variant(self) -> dict:
+    """``mask_threshold`` and the variant options, as `masks.mask_for` takes them."""
+    return {"mask_threshold": self.mask_threshold, "eig_floor": self.eig_floor,
+            "diag_floor": self.diag_floor, "threshold_scope": self.threshold_scope}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(base.TemperatureOptions, MaskOptions):
+  softmax: str = base.option(
+      "exact", "`exact` (online softmax) or `wssm` (the published baseline's average of per-chunk "
+      "softmaxes over `wssm_chunk` rows; single device only).")
+  wssm_chunk: int = base.option(
+      512, "WSSM chunk size in rows (512 as published for MNIST and CIFAR-10; 256 for the 64×64 "
+      "sets).")
+  mask_impl: str = base.option(
+      "auto", "How the masked distance is contracted: `auto`, `dense`, `tiled`, `bf16x3` or "
+      "`sparse` (all exact; `auto` picks per step, docs/benchmarks.md).")
+  mask_tile: int = base.option(
+      8, "Output tile side, in pixels, of the `tiled` form.")
+  chunk_size: int | None = base.option(
+      None, "Database rows per step of the streamed scan (memory only; None: from a 48 MiB "
+      "budget). With `wssm` the chunks are `wssm_chunk`.")
+
+  def check(self) -> None:
+    super().check()
+    validation.check_choice(self.mask_impl, MASK_IMPLS, name=base.name("mask_impl"))
+    validation.check_choice(self.softmax, SOFTMAX_MODES, name=base.name("softmax"))
+    chunk = self.wssm_chunk
+    if isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1:
+      raise ValueError(f"{base.name('wssm_chunk')} must be >= 1, got {chunk!r}")
+    tile = self.mask_tile
+    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1:
+      raise ValueError(f"{base.name('mask_tile')} must be an integer >= 1, got {tile!r}")
+    validation.check_optional_positive_int(self.chunk_size, name=base.name("chunk_size"))
 
 
 @flax.struct.dataclass
@@ -61,20 +119,6 @@ class Plan:
   softmax: str = flax.struct.field(pytree_node=False)
   temperature: float = flax.struct.field(pytree_node=False)
   chunk_size: int = flax.struct.field(pytree_node=False)
-
-
-def check_options(options: dict) -> None:
-  validation.check_mask_threshold(options["mask_threshold"])
-  masks.check_mask_options(options)
-  if options["mask_impl"] not in MASK_IMPLS:
-    raise ValueError(f"mask_impl must be one of {MASK_IMPLS}, got {options['mask_impl']!r}")
-  if options["softmax"] not in SOFTMAX_MODES:
-    raise ValueError(f"softmax must be one of {SOFTMAX_MODES}, got {options['softmax']!r}")
-  if int(options["wssm_chunk"]) < 1:
-    raise ValueError(f"wssm_chunk must be >= 1, got {options['wssm_chunk']}")
-  tile = options.get("mask_tile", OPTIONS["mask_tile"])
-  if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
-    raise ValueError(f"mask_tile must be an integer >= 1, got {tile!r}")
 
 
 def choose_impl(requested: str, dim: int, tiled: masks.TiledForm | None = None,
@@ -94,22 +138,24 @@ def _tiled_weight_bytes(tiled: masks.TiledForm, batch: int) -> int:
   return 4 * batch * tiled.sub.size
 
 
-def build_plan(mask: jax.Array, abar: float, options: dict, batch: int,
+def build_plan(mask: jax.Array, abar: float, batch: int, *, mask_impl: str,
+               temperature: float, chunk_size: int | None = None, softmax: str = "exact",
+               wssm_chunk: int | None = None, mask_tile: int = Options.mask_tile,
                image_shape: tuple[int, int, int] | None = None) -> Plan:
-  """Packs a dense 0/1 mask [D, D] into the form ``options['mask_impl']`` asks for.
+  """Packs a dense 0/1 mask [D, D] into the form ``mask_impl`` asks for (options as in
+  `Options`; ``chunk_size`` None: from a memory budget; ``wssm_chunk`` is used by ``wssm``).
 
   ``image_shape`` (H, W, C) enables the ``tiled`` form (the full-scan denoiser passes it).
   """
   dim = mask.shape[0]
-  requested = options["mask_impl"]
+  requested = mask_impl
   tiled = None
   if requested == "tiled" and image_shape is None:
     raise ValueError("mask_impl='tiled' is for the full-scan pca_locality denoiser (it needs the "
                      "image shape); use 'dense' or 'auto' here")
   if image_shape is not None and requested in ("tiled", "auto") and 4 * dim * dim <= (
       DENSE_MASK_MAX_BYTES):
-    tiled = masks.tiled_form(np.asarray(mask), image_shape,
-                             int(options.get("mask_tile", OPTIONS["mask_tile"])))
+    tiled = masks.tiled_form(np.asarray(mask), image_shape, int(mask_tile))
   impl = choose_impl(requested, dim, tiled, batch)
   dense = index = order = position = None
   if impl == "sparse":  # index lists are built on the host; the dense forms stay on device
@@ -122,10 +168,10 @@ def build_plan(mask: jax.Array, abar: float, options: dict, batch: int,
     dense = jnp.asarray(mask, jnp.bfloat16)
   else:
     dense = jnp.asarray(mask, jnp.float32)
-  if options["softmax"] == "wssm":
-    chunk = int(options["wssm_chunk"])
-  elif options["chunk_size"]:
-    chunk = int(options["chunk_size"])
+  if softmax == "wssm":
+    chunk = int(wssm_chunk)
+  elif chunk_size:
+    chunk = int(chunk_size)
   elif impl == "tiled":
     # Bytes per database row held at once: logits and weights. Bigger chunks feed the per-group
     # GEMMs better (256 rows at B = 16, D = 3072 measured best).
@@ -136,13 +182,15 @@ def build_plan(mask: jax.Array, abar: float, options: dict, batch: int,
     per_row = 4 * batch * dim * 4
     chunk = int(np.clip(_CHUNK_BYTES // per_row, 1, 512))
   return Plan(abar=jnp.float32(abar), mask=dense, index=index, order=order, position=position,
-              impl=impl, softmax=options["softmax"],
-              temperature=float(options["temperature"]), chunk_size=chunk)
+              impl=impl, softmax=softmax, temperature=float(temperature), chunk_size=chunk)
 
 
-def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
-  mask = masks.mask_for(stats, abar, options)
-  return build_plan(mask, abar, options, batch, image_shape=stats.image_shape)
+def prepare(stats: Stats, abar: float, options: Options, batch: int) -> Plan:
+  mask = masks.mask_for(stats, abar, options.mask_variant())
+  return build_plan(mask, abar, batch, mask_impl=options.mask_impl,
+                    temperature=options.temperature, chunk_size=options.chunk_size,
+                    softmax=options.softmax, wssm_chunk=options.wssm_chunk,
+                    mask_tile=options.mask_tile, image_shape=stats.image_shape)
 
 
 def _split_bf16(x: jax.Array) -> jax.Array:
@@ -283,10 +331,10 @@ def apply(stats: Stats, plan: Plan, x_t: jax.Array,
   return softmax.finalize(apply_to_candidates(stats.database, plan, x_t))
 
 
-def check_mesh_options(options: dict) -> None:
+def check_mesh_options(options: Options) -> None:
   """With a mesh only the exact softmax is allowed: WSSM averages per chunk of the *global* row
   order, which a shard boundary would split."""
-  if options["softmax"] != "exact":
+  if options.softmax != "exact":
     raise ValueError("softmax='wssm' depends on how the database is chunked and cannot be "
                      "sharded; use softmax='exact' with a mesh")
 
@@ -298,3 +346,7 @@ def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | Non
   def local_state(database, plan, x_t, row_valid):
     return apply_to_candidates(database, plan, x_t, row_valid=row_valid)
   return sharding.softmax_over_shards(local_state, stats, plan, x_t, mesh)
+
+
+base.register("pca_locality", options=Options, prepare=prepare, apply=apply,
+              apply_sharded=apply_sharded, check_mesh_options=check_mesh_options)

@@ -8,15 +8,28 @@ x̂_0 = μ + L̃_t (x_t/a_t − μ) with L̃_t = V diag(s_t) Vᵀ. It is applied
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.struct
 import jax
 import jax.numpy as jnp
 
 from golddiff_jax import masks
+from golddiff_jax.denoisers import base
 from golddiff_jax.stats import Stats
 
-OPTIONS = {"eig_floor": 0.0}
 HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@dataclasses.dataclass(frozen=True)
+class Options(base.Options):
+  eig_floor: float = base.option(
+      0.0, "δ ≥ 0: the covariance eigenvalues are floored, λ ← max(λ, δ), before the shrink "
+      "factors (0: the published filter). The locality masks use the same floor.")
+
+  def check(self) -> None:
+    super().check()
+    masks.check_mask_options({"eig_floor": self.eig_floor})
 
 
 @flax.struct.dataclass
@@ -25,14 +38,9 @@ class Plan:
   eig_floor: jax.Array
 
 
-def check_options(options: dict) -> None:
-  masks.check_mask_options({"eig_floor": options["eig_floor"]})
-
-
-def prepare(stats: Stats, abar: float, options: dict, batch: int) -> Plan:
+def prepare(stats: Stats, abar: float, options: Options, batch: int) -> Plan:
   del stats, batch
-  return Plan(abar=jnp.float32(abar),
-              eig_floor=jnp.float32(options.get("eig_floor", OPTIONS["eig_floor"])))
+  return Plan(abar=jnp.float32(abar), eig_floor=jnp.float32(options.eig_floor))
 
 
 def apply(stats: Stats, plan: Plan, x_t: jax.Array,
@@ -45,9 +53,6 @@ def apply(stats: Stats, plan: Plan, x_t: jax.Array,
   return stats.mean + jnp.matmul(coeffs, stats.eigvecs.T, precision=HIGHEST)
 
 
-def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None,
-                  mesh) -> jax.Array:
-  """Wiener never reads the database: the same computation, partitioned by the compiler (queries
-  follow their sharding)."""
-  del mesh
-  return apply(stats, plan, x_t, key)
+# Wiener never reads the database: its sharded form is the default (`base.replicated_apply`), the
+# same computation partitioned by the compiler (queries follow their sharding).
+base.register("wiener", options=Options, prepare=prepare, apply=apply)
