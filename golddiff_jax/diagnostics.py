@@ -28,7 +28,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from golddiff_jax import masks, retrieval, stats as stats_lib
+from golddiff_jax import chunking, masks, stats as stats_lib
 from golddiff_jax.denoisers import golddiff, pca_locality
 from golddiff_jax.stats import Stats
 
@@ -44,7 +44,7 @@ def full_logits(database: jax.Array, x_t: jax.Array, abar, temperature, *,
   n = database.shape[0]
   a = jnp.sqrt(abar)
   scale = -0.5 / ((1.0 - abar) * temperature)
-  chunk, starts = retrieval.chunk_layout(n, chunk)
+  chunk, starts = chunking.chunk_layout(n, chunk)
 
   def body(out, start):
     rows = jax.lax.dynamic_slice_in_dim(database, start, chunk, axis=0)
@@ -95,7 +95,7 @@ def masked_statistics(database: jax.Array, x_t: jax.Array, locality: pca_localit
   tail mass [B, D] outside it. Streams the database in chunks of ``locality.chunk_size``."""
   n, dim = database.shape
   batch = x_t.shape[0]
-  chunk, starts = retrieval.chunk_layout(n, locality.chunk_size)
+  chunk, starts = chunking.chunk_layout(n, locality.chunk_size)
   member = None if subset is None else _membership(subset, n)
 
   def body(carry, inputs):
@@ -103,7 +103,7 @@ def masked_statistics(database: jax.Array, x_t: jax.Array, locality: pca_localit
     step, start = inputs
     rows = jax.lax.dynamic_slice_in_dim(database, start, chunk, axis=0)
     logits = pca_locality.masked_logits(x_t, rows[None], locality)
-    fresh = retrieval.fresh_rows(start, step, chunk)[None, :, None]
+    fresh = chunking.fresh_rows(start, step, chunk)[None, :, None]
     logits = jnp.where(fresh, logits, -jnp.inf)
     r_new = jnp.maximum(r, jnp.max(logits, axis=1))  # finite from the first chunk on
     decay = jnp.exp(r - r_new)

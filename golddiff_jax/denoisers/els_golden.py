@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from golddiff_jax import retrieval, sharding, softmax
+from golddiff_jax import chunking, retrieval, sharding, softmax
 from golddiff_jax.denoisers import base, els, golddiff
 from golddiff_jax.stats import Stats
 
@@ -96,21 +96,11 @@ def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array, plan: els.
   Only the first ``count`` entries of a row count (traced; None: all K, as GoldDiff's padded
   subsets); the chunks past them are not computed.
   """
-  batch, size = subset.shape
-  chunk, starts = retrieval.chunk_layout(size, plan.chunk_size)
-  starts = jnp.asarray(starts)
-  limit = size if count is None else count
   qs = _sample_queries(x_t, plan, image_shape)
-
-  def body(step, states):
-    start = starts[step]
-    index = jax.lax.dynamic_slice_in_dim(subset, start, chunk, axis=1)
-    rows = jnp.take(database, index, axis=0)  # [B, c, D]
-    valid = retrieval.fresh_rows(start, step, chunk) & (start + jnp.arange(chunk) < limit)
-    return _fold(states, qs, rows, jnp.broadcast_to(valid, (batch, chunk)), plan, image_shape)
-
-  trips = sharding.chunk_trips(count, chunk, starts.shape[0])
-  states = jax.lax.fori_loop(0, trips, body, _init(plan, image_shape, batch))
+  states = chunking.fold_subset(
+      database, subset, plan.chunk_size, count,
+      lambda states, rows, valid: _fold(states, qs, rows, valid, plan, image_shape),
+      _init(plan, image_shape, subset.shape[0]))
   return _assemble(states, plan, image_shape)
 
 

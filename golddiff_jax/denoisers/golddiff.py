@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from golddiff_jax import (budgets as budgets_lib, high_noise as high_noise_lib, masks, retrieval,
+from golddiff_jax import (budgets as budgets_lib, chunking, high_noise as high_noise_lib, masks,
+                          retrieval,
                           select as select_lib, sharding, softmax, validation)
 from golddiff_jax.denoisers import base, pca_locality
 from golddiff_jax.stats import Stats
@@ -394,21 +395,10 @@ def aggregate(database: jax.Array, subset: jax.Array, x_t: jax.Array,
   the state with arrays [B, D] (`softmax.finalize` gives x̂_0). The order of the counted entries
   does not matter.
   """
-  batch, size = subset.shape
-  chunk, starts = retrieval.chunk_layout(size, locality.chunk_size)
-  starts = jnp.asarray(starts)
-  limit = size if count is None else count
-
-  def body(step, state):
-    start = starts[step]
-    index = jax.lax.dynamic_slice_in_dim(subset, start, chunk, axis=1)
-    rows = jnp.take(database, index, axis=0)  # [B, c, D]
-    position = start + jnp.arange(chunk)
-    valid = retrieval.fresh_rows(start, step, chunk) & (position < limit)
-    return _fold_rows(state, rows, jnp.broadcast_to(valid, (batch, chunk)), x_t, locality)
-
-  init = softmax.init(batch, database.shape[1], database.shape[1])
-  return jax.lax.fori_loop(0, sharding.chunk_trips(count, chunk, starts.shape[0]), body, init)
+  init = softmax.init(subset.shape[0], database.shape[1], database.shape[1])
+  return chunking.fold_subset(
+      database, subset, locality.chunk_size, count,
+      lambda state, rows, valid: _fold_rows(state, rows, valid, x_t, locality), init)
 
 
 def aggregate_shard(database: jax.Array, subset: jax.Array, x_t: jax.Array,
