@@ -5,7 +5,8 @@ A method is one module. It declares its options as one frozen dataclass (a subcl
 instance is made), and calls `register` with what it provides:
 
 * ``prepare_run(stats, abars, options, batch) -> [plan]`` (host, once per run: every step's plan,
-  sharing work across steps), or ``prepare(stats, abar, options, batch) -> plan`` per step;
+  sharing work across steps), or ``prepare(stats, abar, options, batch) -> plan`` per step; a plan
+  is a pytree with a field ``abar`` (ᾱ_t, which the sampler's DDIM update reads);
 * ``apply(stats, plan, x_t [B, D], key) -> x̂_0 [B, D]``: pure and jit-able;
 * optionally ``apply_sharded(stats, plan, x_t, key, mesh)``, ``plan_specs(plan)`` and
   ``check_mesh_options(options)`` (defaults below).
