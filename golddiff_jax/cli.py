@@ -87,6 +87,12 @@ def unknown_field_message(error: BaseException) -> str:
   return message + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
 
 
+def config_overrides(argv: Sequence[str], name: str = "config") -> list[str]:
+  """The dotted field paths that ``--<name>.a.b=value`` arguments in ``argv`` override."""
+  prefix = f"--{name}."
+  return [arg[len(prefix):].partition("=")[0] for arg in argv if arg.startswith(prefix)]
+
+
 def _split_none_overrides(argv: Sequence[str], name: str) -> tuple[list[str], list[str]]:
   """Takes ``--<name>.a.b=None`` out of ``argv`` (ml_collections cannot parse None into a typed
   field) and returns the remaining argv and the dotted paths to set to None after loading."""

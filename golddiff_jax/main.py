@@ -9,6 +9,7 @@ Compiled steps are cached in ``<workdir>/jax_cache`` unless ``--jax_compilation_
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 import jax
@@ -36,8 +37,9 @@ def main(argv):
                jax.default_backend())
   if not jax.config.jax_compilation_cache_dir:  # reruns reuse compiled steps too
     jax.config.update("jax_compilation_cache_dir", os.path.join(_WORKDIR.value, "jax_cache"))
-  from golddiff_jax import run  # pylint: disable=g-import-not-at-top
+  from golddiff_jax import run, run_config  # pylint: disable=g-import-not-at-top
   try:
+    run_config.check_overrides(_CONFIG.value, cli.config_overrides(sys.argv, _CONFIG.name))
     run.run(_CONFIG.value, _WORKDIR.value)
   except ValueError as e:
     cli.fail(e)

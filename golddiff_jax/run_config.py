@@ -112,6 +112,19 @@ def check_other_settings(config) -> None:
       raise error
 
 
+def check_overrides(config, paths) -> None:
+  """Raises ValueError for a command-line override (dotted ``paths``, e.g. ``denoiser.patch_size``)
+  of an option that ``config.method`` does not have: on the command line such a setting would
+  otherwise be ignored without a word."""
+  denoiser = base.get(config.method)
+  own = set(_field_names(denoiser).values())
+  for path in paths:
+    if path.split(".")[0] in base.SECTIONS and path not in own:
+      raise ValueError(f"--config.{path}: method {denoiser.name!r} has no option "
+                       f"{path.split('.', 1)[1]!r} (its options: {list(denoiser.option_names)}; "
+                       f"docs/options.md)")
+
+
 def method_options(config) -> dict:
   """`options` as a dict (every option of ``config.method``, defaults filled in): the keyword
   arguments `golddiff_jax.sample` takes."""

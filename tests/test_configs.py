@@ -200,3 +200,27 @@ def test_method_options_are_exactly_the_methods_keys(method):
   options = run_config.method_options(config)
   assert set(options) == set(METHODS[method].option_names)
   run_config.validate(config)
+
+
+def test_an_override_of_an_option_the_method_lacks_is_one_error_line(tmp_path):
+  config = default.get_config()  # golddiff
+  run_config.check_overrides(config, ["golden.k_min", "denoiser.mask_threshold", "seed"])
+  with pytest.raises(ValueError, match=r"--config.denoiser.patch_size: method 'golddiff' has no "
+                                       r"option 'patch_size' \(its options: \['mask_threshold'"):
+    run_config.check_overrides(config, ["denoiser.patch_size"])
+  config.method = "optimal"
+  with pytest.raises(ValueError, match="method 'optimal' has no option 'k_min'"):
+    run_config.check_overrides(config, ["golden.k_min"])
+  from golddiff_jax import cli  # pylint: disable=g-import-not-at-top
+  assert cli.config_overrides(["p", "--config=c.py", "--config.golden.k_min=3", "--config.x"]) == [
+      "golden.k_min", "x"]
+  import subprocess  # pylint: disable=g-import-not-at-top
+  result = subprocess.run(
+      [sys.executable, "-m", "golddiff_jax.main", "--config=configs/default.py:method=els",
+       f"--workdir={tmp_path / 'wd'}", "--config.golden.k_min=3"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith(
+      "error: --config.golden.k_min: method 'els' has no option 'k_min'"), lines
+  assert not (tmp_path / "wd").exists()
