@@ -5,10 +5,11 @@
 A study file defines ``BASE_CONFIG`` (a config path, optionally ``path:arg``, relative to the
 repository root) and ``get_sweep()`` returning a list of override dicts: ``{"name": ...,
 "golden.dynamic_m": False, ...}`` (``name`` optional: it defaults to the overrides). It may define
-``REFERENCE``, the name of the run the others are compared with (MSE and r² of the final images,
-docs/method.md §8.4), and ``get_sweep`` may take the ``--sweep_arg`` string. A study of another kind
-of run defines ``run(config, workdir)`` (it must write ``config.json`` and, last, ``metrics.json``);
-the default is `golddiff_jax.run.run` (e.g. experiments/sweeps/sparsity_screen.py).
+``BASELINE``, the name of the run the others are compared with (MSE and r² of the final images,
+docs/method.md §8.4: columns ``mse_vs_baseline``, ``r2_vs_baseline``), and ``get_sweep`` may
+take the ``--sweep_arg`` string. A study of another kind of run defines ``run(config, workdir)``
+(it must write ``config.json`` and, last, ``metrics.json``); the default is
+`golddiff_jax.run.run` (e.g. experiments/sweeps/sparsity_screen.py).
 
 Each run goes to ``DIR/<name>`` through `golddiff_jax.run.run`, in this process (compiled steps
 and the TFDS import are shared; the fitted statistics are cached once in ``DIR/stats``). A run
@@ -41,8 +42,8 @@ if ROOT not in sys.path:
 from golddiff_jax import metrics, outputs, run as run_lib, run_config
 
 COLUMNS = ("name", "status", "overrides", "method", "num_images", "step_seconds_median",
-           "compile_seconds_total", "sampling_seconds", "peak_memory_bytes", "mse_vs_ref",
-           "r2_vs_ref")
+           "compile_seconds_total", "sampling_seconds", "peak_memory_bytes", "mse_vs_baseline",
+           "r2_vs_baseline")
 
 
 def load_module(path: str, name: str):
@@ -148,22 +149,23 @@ def run_sweep(study_path: str, workdir: str, *, sweep_arg: str | None = None,
     rows += [{"name": n, "status": "interrupted"} for n in names[len(rows):]]
     raise
   finally:
-    _compare(rows, workdir, getattr(study, "REFERENCE", None))
+    _compare(rows, workdir, getattr(study, "BASELINE", None))
     _write_tables(rows, workdir)
   return rows
 
 
-def _compare(rows, workdir, reference):
-  """Fills mse_vs_ref / r2_vs_ref of the finished rows; a run whose samples are missing or of
-  another shape than the reference's is left blank (with a warning), never an error."""
-  if reference is None or not any(r["name"] == reference and r["status"].startswith("done")
+def _compare(rows, workdir, baseline):
+  """Fills mse_vs_baseline / r2_vs_baseline of the finished rows against the ``baseline`` run's
+  final images (`golddiff_jax.metrics.compare`); a run whose samples are missing or of another
+  shape than the baseline's is left blank (with a warning), never an error."""
+  if baseline is None or not any(r["name"] == baseline and r["status"].startswith("done")
                                   for r in rows):
     return
   def final(name):
     with np.load(os.path.join(workdir, name, "samples.npz")) as f:
       return f["images"]
   try:
-    ref = final(reference)
+    base = final(baseline)
   except (OSError, KeyError, ValueError):
     return
   for row in rows:
@@ -174,16 +176,16 @@ def _compare(rows, workdir, reference):
     except (OSError, KeyError, ValueError) as e:
       logging.warning("sweep: %s: no samples to compare (%s)", row["name"], e)
       continue
-    if images.shape != ref.shape:
-      logging.warning("sweep: %s: samples %s differ in shape from the reference's %s; not "
-                      "compared", row["name"], images.shape, ref.shape)
+    if images.shape != base.shape:
+      logging.warning("sweep: %s: samples %s differ in shape from the baseline's %s; not "
+                      "compared", row["name"], images.shape, base.shape)
       continue
     try:
-      scores = metrics.compare(images, ref)  # docs/method.md §8.4
+      scores = metrics.compare(images, base)  # docs/method.md §8.4
     except ValueError as e:  # e.g. NaN samples: left blank, as above
       logging.warning("sweep: %s: not compared (%s)", row["name"], e)
       continue
-    row["mse_vs_ref"], row["r2_vs_ref"] = scores["mse"], scores["r2"]
+    row["mse_vs_baseline"], row["r2_vs_baseline"] = scores["mse"], scores["r2"]
 
 
 def _fmt(value) -> str:

@@ -12,8 +12,8 @@ Protocol (docs/method.md §8):
   ``--config.field=value`` overrides; its options are ``run_config.method_options``, and
   ``run_config.validate`` checks it before anything runs. An entry ``<method>@<mask>`` adds a row
   with the locality-mask variant ``<mask>`` (``mask=<mask>`` in the ``:arg``; see
-  ``configs.common.MASK_VARIANTS``), e.g. ``pca_locality@published`` for the published mask. Statistics come from
-  ``stats_cache.for_experiment``, cached in ``<output_dir>/stats``.
+  ``configs.common.MASK_VARIANTS``), e.g. ``pca_locality@published`` for the published mask.
+  Statistics come from ``stats_cache.for_experiment``, cached in ``<output_dir>/stats``.
 * The reference (``models.reference``, loaded first: a missing or incompatible checkpoint fails
   before any work) and every method start from the SAME latents, ``gd.noise`` of the first half
   of ``split(key(seed))`` as in ``run.run``; sample i's sampler key is ``fold_in(second half,
@@ -259,9 +259,10 @@ def write_tables(output_dir: str, results: dict) -> None:
       "",
       "MSE, r², L1: final x̂_0 (t = 0) vs the reference network's, both clamp((x+1)/2, 0, 1), "
       "docs/method.md §8.4. s/step: published-style wall time of the whole sampling "
-      "(compile included) / (batches × steps) at the stated batch size; median step s excludes compilation; "
-      "plans s: building the method's masks and plans, once per run (in s/step too). Peak mem: "
-      "max over steps of XLA's estimate for one compiled step (its arguments incl. database, "
+      "(compile included) / (batches × steps) at the stated batch size; median step s "
+      "excludes compilation; plans s: building the method's masks and plans, once per run "
+      "(in s/step too). Peak mem: max over steps of XLA's estimate for one compiled step (its "
+      "arguments incl. database, "
       "statistics and that step's mask, plus outputs and temporaries); other steps' plans and "
       "host memory are not included. Memorized: fraction of samples whose nearest training image "
       "is < 1/3 as far as the second nearest (ρ = d1/d2, unit space); the reference row scores "

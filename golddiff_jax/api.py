@@ -107,6 +107,16 @@ def _method(method) -> str:
   return method
 
 
+def _one_call(stats, method, options: dict, arr: Any, name: str, key, mesh):
+  """The checks of the one-call forms (statistics given): the stats, the method and its options,
+  the inputs, the key and the mesh; returns (resolved options, flat inputs [B, D], key, mesh)."""
+  _check_stats(stats)
+  module, resolved = _resolve(_method(method), options)
+  flat = _flatten(stats, arr, name)
+  return resolved, flat, _key(key, flat.shape[0]), _mesh(stats, mesh, module, resolved,
+                                                         flat.shape[0])
+
+
 def _prepared_rows(prepared: sampler.Prepared, arr: Any, name: str, given: dict) -> jax.Array:
   """``arr`` flattened for ``prepared``'s plans; the settings the plans fixed must not be given
   again."""
@@ -166,12 +176,8 @@ def denoise(stats: stats_lib.Stats | sampler.Prepared, x_t: Any, t: int, *,
                        f"{prepared.timesteps.tolist()}")
     x0 = sampler.denoise_flat(prepared, flat, t, _key(key, flat.shape[0]))
     return x0.reshape(flat.shape[0], *prepared.stats.image_shape)
-  _check_stats(stats)
-  module, resolved = _resolve(_method(method), options)
-  t = _timestep(t)
-  flat = _flatten(stats, x_t, "x_t")
-  key = _key(key, flat.shape[0])
-  mesh = _mesh(stats, mesh, module, resolved, flat.shape[0])
+  t, (resolved, flat, key, mesh) = _timestep(t), _one_call(stats, method, options, x_t, "x_t",
+                                                           key, mesh)
   prepared = sampler.prepare(stats, method, resolved, [t], flat.shape[0], mesh)
   x0 = sampler.denoise_flat(prepared, flat, t, key)
   return x0.reshape(flat.shape[0], *stats.image_shape)
@@ -184,17 +190,19 @@ def sample(stats: stats_lib.Stats | sampler.Prepared, latents: Any, *, method: s
   """Runs deterministic DDIM (η = 0) from ``latents`` [B, H, W, C] with an analytical denoiser.
 
   Returns a `SampleOutput` with ``images`` (x̂_0 at the last step), ``x0_trajectory``,
-  ``timesteps``, ``step_seconds``, ``compile_seconds`` and ``prepare_seconds``. ``mesh``: as in `denoise` (stats already sharded with `shard_stats` or
-  ``fit(..., mesh=)`` run on their own mesh by default). ``key``: as in `denoise`; step j uses
-  ``fold_in(key, j)`` (per sample for [B] keys).
+  ``timesteps``, ``step_seconds``, ``compile_seconds`` and ``prepare_seconds``. ``mesh``: as in
+  `denoise` (stats already sharded with `shard_stats` or ``fit(..., mesh=)`` run on their own
+  mesh by default). ``key``: as in `denoise`; step j uses ``fold_in(key, j)`` (per sample for [B]
+  keys).
   ``on_step(j)`` is called after step j has finished (e.g. to move a progress bar).
   ``x0_threshold``: a `golddiff_jax.sparsity.x0_threshold.Threshold` (e.g. ``Threshold(r=0.05,
   basis="pca")``) soft-thresholds every step's x̂_0, for any method (the training-free sparse
   variant); None leaves x̂_0 as the method made it.
 
   ``stats`` may instead be a `Prepared` from `prepare` (then give no ``method``, ``mesh`` or
-  options; its own ``num_steps`` is used): its plans are reused, so a run with many batches builds them once; the
-  output's ``prepare_seconds`` is then 0 (the time is ``Prepared.prepare_seconds``).
+  options; its own ``num_steps`` is used): its plans are reused, so a run with many batches
+  builds them once; the output's ``prepare_seconds`` is then 0 (the time is
+  ``Prepared.prepare_seconds``).
   """
   if isinstance(stats, sampler.Prepared):
     prepared = stats
@@ -204,12 +212,8 @@ def sample(stats: stats_lib.Stats | sampler.Prepared, latents: Any, *, method: s
     key = _key(key, flat.shape[0])
     _check_threshold(x0_threshold)
     return sampler.sample_flat(prepared, flat, key, on_step=on_step, x0_threshold=x0_threshold)
-  _check_stats(stats)
-  module, resolved = _resolve(_method(method), options)
+  resolved, flat, key, mesh = _one_call(stats, method, options, latents, "latents", key, mesh)
   num_steps = _num_steps(num_steps)
-  flat = _flatten(stats, latents, "latents")
-  key = _key(key, flat.shape[0])
-  mesh = _mesh(stats, mesh, module, resolved, flat.shape[0])
   _check_threshold(x0_threshold)
   prepared = sampler.prepare(stats, method, resolved, schedules.ddim_timesteps(num_steps),
                              flat.shape[0], mesh)

@@ -1,9 +1,10 @@
-"""Evaluation metrics (docs/method.md §8): a method's images against a reference, and memorization.
+"""Evaluation metrics (docs/method.md §8): a method's images against a target, and memorization.
 
 Every input is a batch of model-space images in [−1, 1], shape [B, ...] (NHWC or flat), NumPy or
 JAX. Before any metric both sides are post-processed with `to_unit`, clamp((x + 1)/2, 0, 1)
 (docs/method.md §2.6, §8.2), and flattened per sample to D values. ``x`` is the method, ``y`` the
-reference.
+target: the reference network's images in Table 1 (experiments/table1.py), a sweep's baseline run
+in experiments/sweep.py.
 
 * `mse`, `r2`, `l1` return the mean over samples as a Python float, or the per-sample values
   [B] (NumPy) with ``per_sample=True``. They are exactly the formulas of docs/method.md §8.4:
@@ -14,10 +15,10 @@ reference.
       L1  = mean_b (1/D) Σ_d |x_bd − y_bd|   (= the mean over all entries: every sample has D)
 
   The unbiased v_b makes the second r² term SSE/SST·(D − 1)/D rather than the textbook SSE/SST,
-  as in the published code; r² is negative when the method is worse than the reference's mean
+  as in the published code; r² is negative when the method is worse than the target's mean
   pixel value. Per-sample values are computed in float32 (the published code's precision) by a
   jitted core; the mean over samples is taken in float64. The variance is taken of
-  y_b − y_b[0] (shift invariant), so a constant reference image has v_b exactly 0.
+  y_b − y_b[0] (shift invariant), so a constant target image has v_b exactly 0.
 * `trajectory_metrics` applies them at every sampling step of two x̂_0 trajectories [S, B, ...]
   (docs/method.md §8.2: the reported score is the last step).
 * `memorization` scores samples against the training set by nearest neighbours (see its
@@ -137,7 +138,7 @@ def compare(x: Any, y: Any, *, per_sample: bool = False) -> dict:
 
 
 def trajectory_metrics(traj_x: Any, traj_y: Any) -> dict:
-  """Per-step metrics of two x̂_0 trajectories [S, B, ...] (method, reference; docs/method.md §8.2).
+  """Per-step metrics of two x̂_0 trajectories [S, B, ...] (method, target; docs/method.md §8.2).
 
   Returns ``mse_per_step``, ``r2_per_step``, ``l1_per_step`` (lists of S floats, each the mean
   over the B samples at that step) and ``mse``, ``r2``, ``l1``: the last step's values, i.e. the

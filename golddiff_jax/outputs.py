@@ -104,9 +104,9 @@ def readable_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
                     fill=SEPARATOR)
 
 
-def scatter_plot(points: np.ndarray, reference: np.ndarray | None = None,
+def scatter_plot(points: np.ndarray, data_points: np.ndarray | None = None,
                  size: int = 256) -> np.ndarray:
-  """Draws 2-D points in [−1, 1]² (red) over optional reference points (grey) as uint8 RGB."""
+  """Draws 2-D points in [−1, 1]² (red) over optional training points (grey) as uint8 RGB."""
   canvas = np.full((size, size, 3), 255, np.uint8)
 
   def draw(pts, colour):
@@ -116,8 +116,8 @@ def scatter_plot(points: np.ndarray, reference: np.ndarray | None = None,
       for dx in (-1, 0, 1):
         canvas[size - 1 - (pix[:, 1] + dy), pix[:, 0] + dx] = colour
 
-  if reference is not None:
-    draw(reference, (170, 170, 170))
+  if data_points is not None:
+    draw(data_points, (170, 170, 170))
   draw(points, (220, 30, 30))
   return canvas
 
@@ -129,24 +129,26 @@ def write_png(path: str, image: np.ndarray) -> None:
   atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def sample_grid(images: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
-  """The picture of a set of samples: a readable grid, or a scatter plot for 2-D point data."""
+def sample_grid(images: np.ndarray, data_points: np.ndarray | None = None) -> np.ndarray:
+  """The picture of a set of samples: a readable grid, or for 2-D point data a scatter plot (over
+  the training ``data_points``, if given)."""
   if images.shape[1:3] == (1, 1):
-    return scatter_plot(images, reference)
+    return scatter_plot(images, data_points)
   return readable_grid(images)
 
 
 def trajectory_grid(trajectory: np.ndarray, num_samples: int,
-                    reference: np.ndarray | None = None) -> np.ndarray:
+                    data_points: np.ndarray | None = None) -> np.ndarray:
   """x̂_0 per step [S, B, H, W, C] → one row per sample (the first ``num_samples``), one column
   per step, as a readable grid (`golddiff_jax.plots.trajectory_figure` labels the columns).
 
-  Point data: one scatter plot per step (over the ``reference`` points, if given), side by side.
+  Point data: one scatter plot per step (over the training ``data_points``, if given), side by
+  side.
   """
   steps = trajectory.shape[0]
   if trajectory.shape[2:4] == (1, 1):
     gap = np.full((128, 2, 3), SEPARATOR, np.uint8)
-    panels = [scatter_plot(trajectory[s], reference, size=128) for s in range(steps)]
+    panels = [scatter_plot(trajectory[s], data_points, size=128) for s in range(steps)]
     return np.concatenate([p for s, panel in enumerate(panels)
                            for p in ([gap, panel] if s else [panel])], axis=1)
   picked = trajectory[:, :num_samples]                       # [S, b, H, W, C]

@@ -78,13 +78,13 @@ def labelled_grid(grid: np.ndarray, *, columns: int = 1, rows: int = 1,
 
 
 def trajectory_figure(trajectory: np.ndarray, timesteps: Sequence[int], num_samples: int,
-                      reference: np.ndarray | None = None) -> Figure:
+                      data_points: np.ndarray | None = None) -> Figure:
   """`outputs.trajectory_grid` (one row per sample, one column per step; point data over the
-  ``reference`` points) with each column labelled by its timestep t."""
+  training ``data_points``) with each column labelled by its timestep t."""
   steps = trajectory.shape[0]
   if len(timesteps) != steps:
     raise ValueError(f"{len(timesteps)} timesteps for a trajectory of {steps} steps")
-  grid = outputs.trajectory_grid(trajectory, num_samples, reference)
+  grid = outputs.trajectory_grid(trajectory, num_samples, data_points)
   points = trajectory.shape[2:4] == (1, 1)
   rows = 1 if points else min(num_samples, trajectory.shape[1])
   return labelled_grid(grid, columns=steps, rows=rows,

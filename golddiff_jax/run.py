@@ -118,11 +118,11 @@ def _write_results(config, workdir, stats, result, latents) -> None:
   outputs.write_npz(os.path.join(workdir, "samples.npz"), images=result.images,
                     x0_trajectory=result.x0_trajectory, timesteps=result.timesteps,
                     latents=latents)
-  reference = np.asarray(stats.images[:2000]) if stats.image_shape[:2] == (1, 1) else None
+  data_points = np.asarray(stats.images[:2000]) if stats.image_shape[:2] == (1, 1) else None
   outputs.write_png(os.path.join(workdir, "grid.png"), outputs.sample_grid(
-      result.images[:config.output.grid_samples], reference))
+      result.images[:config.output.grid_samples], data_points))
   plots.write_figure(os.path.join(workdir, "trajectory.png"), plots.trajectory_figure(
-      result.x0_trajectory, result.timesteps, config.output.trajectory_samples, reference))
+      result.x0_trajectory, result.timesteps, config.output.trajectory_samples, data_points))
 
 
 def run(config, workdir: str) -> dict:

@@ -182,7 +182,8 @@ def sample_flat(prepared: Prepared, latents: jax.Array, key: jax.Array, on_step=
   """Runs the sampler on flattened latents [B, D] with a run's plans; see `golddiff_jax.sample`.
   ``x0_threshold`` soft-thresholds every step's x̂_0 (`golddiff_jax.sparsity.x0_threshold`);
   ``prepare_seconds`` is reported in the output (the caller's preparation, if any)."""
-  timesteps, method, mesh, stats = prepared.timesteps, prepared.method, prepared.mesh, prepared.stats
+  timesteps, method, mesh = prepared.timesteps, prepared.method, prepared.mesh
+  stats = prepared.stats
   num_steps, batch = len(timesteps), latents.shape[0]
   x = _place_queries(latents, mesh)
   trajectory, step_seconds, compile_seconds, step_bytes = [], [], [], []

@@ -50,10 +50,10 @@ def test_zoomed_grid_matches_numpy(channels):
     outputs.image_grid(images, zoom=0)
 
 
-def test_point_trajectory_draws_the_reference_points():
+def test_point_trajectory_draws_the_training_points():
   traj = np.zeros((3, 4, 1, 1, 2), np.float32)
-  reference = np.full((5, 1, 1, 2), 0.5, np.float32)
-  plain, over = outputs.trajectory_grid(traj, 2), outputs.trajectory_grid(traj, 2, reference)
+  data_points = np.full((5, 1, 1, 2), 0.5, np.float32)
+  plain, over = outputs.trajectory_grid(traj, 2), outputs.trajectory_grid(traj, 2, data_points)
   assert plain.shape == over.shape == (128, 3 * 128 + 2 * 2, 3)
   grey = np.all(over == 170, axis=-1)
   assert grey.sum() == 3 * 9 and not np.all(plain == 170, axis=-1).any()  # 3×3 dots, 3 panels

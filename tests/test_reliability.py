@@ -261,7 +261,7 @@ def test_sweep_checks_that_the_metrics_belong_to_the_config(tmp_path):
 def test_sweep_interrupted_writes_its_tables_and_compares_only_like_shapes(tmp_path, monkeypatch):
   from golddiff_jax import outputs  # pylint: disable=g-import-not-at-top
   study = tmp_path / "study.py"
-  study.write_text('BASE_CONFIG = "configs/default.py"\nREFERENCE = "a"\n'
+  study.write_text('BASE_CONFIG = "configs/default.py"\nBASELINE = "a"\n'
                    'def get_sweep(arg=None):\n'
                    '  return [{"name": "a"}, {"name": "b", "sampler.num_samples": 4},'
                    ' {"name": "c"}]\n')
@@ -283,7 +283,7 @@ def test_sweep_interrupted_writes_its_tables_and_compares_only_like_shapes(tmp_p
   with open(tmp_path / "sweep" / "results.csv") as f:
     table = list(csv.DictReader(f))
   assert [r["status"] for r in table] == ["done", "done", "interrupted"]
-  assert table[0]["r2_vs_ref"] == "1.0" and table[1]["r2_vs_ref"] == ""  # 16 vs 4 samples
+  assert table[0]["r2_vs_baseline"] == "1.0" and table[1]["r2_vs_baseline"] == ""  # 16 vs 4 samples
   assert [r["peak_memory_bytes"] for r in table] == ["10", "20", ""]
 
 

@@ -23,7 +23,7 @@ sweep = _load("experiments/sweep.py", "sweep_under_test")
 
 STUDY = '''
 BASE_CONFIG = "configs/procedural.py:n=40,samples=2,steps=2"
-REFERENCE = "exact"
+BASELINE = "exact"
 
 def get_sweep(arg=None):
   return [{"name": "exact", "method": "optimal"},
@@ -45,8 +45,8 @@ def test_two_run_study_with_resume(data_dir, tmp_path):
   common = {"data.resolution": 8, "data.data_dir": data_dir, "sampler.batch_size": 2}
   rows = sweep.run_sweep(str(study), str(workdir), common=common)
   assert [r["status"] for r in rows] == ["done", "done"]
-  assert rows[0]["mse_vs_ref"] == 0.0 and rows[0]["r2_vs_ref"] == 1.0
-  assert rows[1]["mse_vs_ref"] > 0.0
+  assert rows[0]["mse_vs_baseline"] == 0.0 and rows[0]["r2_vs_baseline"] == 1.0
+  assert rows[1]["mse_vs_baseline"] > 0.0
   for name in ("exact", "local"):
     assert (workdir / name / "metrics.json").exists()
   assert os.listdir(workdir / "stats")  # one shared stats cache for the study
@@ -85,7 +85,7 @@ def test_ablation_study_overrides_are_valid():
   study = _load("experiments/sweeps/ablations.py", "ablations_under_test")
   base = sweep.base_config(study.BASE_CONFIG)
   runs = study.get_sweep()
-  assert study.REFERENCE in [r["name"] for r in runs]
+  assert study.BASELINE in [r["name"] for r in runs]
   assert len(study.get_sweep("quick")) < len(runs)
   for overrides in runs:
     config = sweep.apply_overrides(base, {k: v for k, v in overrides.items() if k != "name"})

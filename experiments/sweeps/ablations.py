@@ -9,11 +9,11 @@ same mask as GoldDiff). Switches: dynamic vs static pool size m and subset size 
 retrieval, proxy resolution (low_res_dim, the repeat proxy), and the k budgets. The default
 budgets are k_min = 100 = N/20 and k_max = 200 = N/10.
 
-``--sweep_arg=quick`` keeps only the reference, the default and one run per switch family.
+``--sweep_arg=quick`` keeps only the baseline, the default and one run per switch family.
 """
 
 BASE_CONFIG = "configs/procedural.py"
-REFERENCE = "pca_locality"
+BASELINE = "pca_locality"
 
 
 def get_sweep(arg=None):
