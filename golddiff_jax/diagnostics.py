@@ -27,8 +27,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from golddiff_jax import chunking, masks, stats as stats_lib
+from golddiff_jax import chunking, masks, schedules, stats as stats_lib
 from golddiff_jax.denoisers import golddiff, pca_locality
 from golddiff_jax.stats import Stats
 
@@ -189,3 +190,24 @@ def golddiff_support(stats: Stats, x_t: jax.Array, abar: float, key: jax.Array,
                           chunk_size=options.subset_chunk_size)
   out.update(subset=subset, m=plan.m, k=plan.k)
   return out
+
+
+def trajectory_support(stats: Stats, latents, x0_trajectory, timesteps, *, mass: float,
+                       temperature: float = 1.0) -> dict:
+  """`posterior_support` along a sampled trajectory: at each step the sampler's own x_t (rebuilt
+  from ``latents`` [n, H, W, C] and the x̂_0 of ``x0_trajectory`` [S, n, H, W, C] by the DDIM
+  update), the mean over samples of ``support``, ``effective_size`` and ``max_weight`` per step.
+  The full unmasked posterior over all N, on one device (a few samples)."""
+  n, steps = len(latents), len(timesteps)
+  stats = stats_lib.unshard(stats)
+  x = jnp.asarray(np.asarray(latents).reshape(n, -1))
+  rows = {"support_mean": [], "effective_size_mean": [], "max_weight_mean": []}
+  for j, t in enumerate(timesteps):
+    abar = schedules.alpha_bar(int(t))
+    found = posterior_support(stats, x, abar, temperature=temperature, mass=mass)
+    for name in ("support", "effective_size", "max_weight"):
+      rows[f"{name}_mean"].append(float(np.mean(np.asarray(found[name]))))
+    x0 = jnp.asarray(np.asarray(x0_trajectory[j]).reshape(n, -1))
+    x = schedules.ddim_step(x, x0, abar, schedules.alpha_bar_prev(int(t), steps))
+  return {"what": "full unmasked posterior over all N at the sampler's x_t (first samples)",
+          "num_samples": n, "mass": float(mass), "timesteps": timesteps, **rows}

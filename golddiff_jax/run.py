@@ -34,9 +34,9 @@ import jax
 import numpy as np
 
 import golddiff_jax as gd
-from golddiff_jax import batches, budgets, memory, outputs, plots, progress, run_config, schedules
+from golddiff_jax import batches, budgets, diagnostics, memory, outputs, plots, progress, run_config
+from golddiff_jax import schedules
 from golddiff_jax import stats_cache
-from golddiff_jax import stats as stats_lib
 from golddiff_jax.mesh_policy import run_mesh
 from golddiff_jax.workdirs import clear_results, ensure_workdir, log_to
 
@@ -72,35 +72,20 @@ def _sample(config, stats, options: dict, mesh) -> tuple[batches.Batches, np.nda
   return result, latents
 
 
-def _support(config, stats, latents, result) -> dict | None:
-  """Optional hook: posterior support sizes along the trajectory (golddiff_jax.diagnostics)."""
+def _support(config, stats, latents, result: batches.Batches) -> dict | None:
+  """Posterior support sizes along the first samples' trajectories (`diagnostics`); None when
+  ``diagnostics.num_samples`` is 0 or the measurement fails (it never fails the run)."""
   n = min(config.diagnostics.num_samples, latents.shape[0])
+  if n == 0:
+    return None
   try:
-    from golddiff_jax import diagnostics  # pylint: disable=g-import-not-at-top
-  except ImportError:
+    return diagnostics.trajectory_support(
+        stats, latents[:n], result.x0_trajectory[:, :n], result.timesteps,
+        mass=float(config.diagnostics.mass),
+        temperature=float(run_config.method_options(config).get("temperature", 1.0)))
+  except (TypeError, ValueError) as e:
+    log.warning("posterior support diagnostics skipped: %s", e)
     return None
-  if n == 0 or not hasattr(diagnostics, "posterior_support"):
-    return None
-  steps = len(result.timesteps)
-  stats = stats_lib.unshard(stats)  # a few samples: one device is enough
-  temperature = float(run_config.method_options(config).get("temperature", 1.0))
-  x = jax.numpy.asarray(latents[:n].reshape(n, -1))
-  rows = {"support_mean": [], "effective_size_mean": [], "max_weight_mean": []}
-  for j, t in enumerate(result.timesteps):
-    abar = schedules.alpha_bar(int(t))
-    try:
-      found = diagnostics.posterior_support(stats, x, abar, temperature=temperature,
-                                            mass=float(config.diagnostics.mass))
-    except (TypeError, ValueError) as e:  # an optional hook never fails the run
-      log.warning("posterior support diagnostics skipped: %s", e)
-      return None
-    for name in ("support", "effective_size", "max_weight"):
-      rows[f"{name}_mean"].append(float(np.mean(np.asarray(found[name]))))
-    x0 = jax.numpy.asarray(result.x0_trajectory[j, :n].reshape(n, -1))
-    x = schedules.ddim_step(x, x0, abar, schedules.alpha_bar_prev(int(t), steps))
-  return {"what": "full unmasked posterior over all N at the sampler's x_t (first samples)",
-          "num_samples": n, "mass": float(config.diagnostics.mass),
-          "timesteps": result.timesteps, **rows}
 
 
 def _budgets(config, stats, timesteps) -> list[dict] | None:

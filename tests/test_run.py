@@ -49,8 +49,7 @@ def test_run_writes_every_output_and_reuses_the_cache(data_dir, tmp_path):
   assert saved["prepare_seconds"] > 0  # once per run (batches of 2 and 1: both sizes' plans)
   assert saved["peak_memory"]["bytes"] > 0 and "RSS" in saved["peak_memory"]["source"]
   assert not saved["stats_cached"] and metrics["num_images"] == 48
-  if saved["posterior_support"] is not None:
-    assert len(saved["posterior_support"]["support_mean"]) == 2
+  assert len(saved["posterior_support"]["support_mean"]) == 2  # diagnostics.trajectory_support
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["sampler"]["num_samples"] == 3
   assert Image.open(os.path.join(workdir, "grid.png")).size[0] > 8
