@@ -24,7 +24,7 @@ HIGHEST = jax.lax.Precision.HIGHEST
 @dataclasses.dataclass(frozen=True)
 class Options(base.Options):
   eig_floor: float = base.option(
-      0.0, "δ ≥ 0: the covariance eigenvalues are floored, λ ← max(λ, δ), before the shrink "
+      masks.PUBLISHED["eig_floor"], "δ ≥ 0: the covariance eigenvalues are floored, λ ← max(λ, δ), before the shrink "
       "factors (0: the published filter). The locality masks use the same floor.")
 
   def check(self) -> None:
