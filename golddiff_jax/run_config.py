@@ -119,10 +119,10 @@ def check_overrides(config, paths) -> None:
   denoiser = base.get(config.method)
   own = set(_field_names(denoiser).values())
   for path in paths:
-    if path.split(".")[0] in base.SECTIONS and path not in own:
-      raise ValueError(f"--config.{path}: method {denoiser.name!r} has no option "
-                       f"{path.split('.', 1)[1]!r} (its options: {list(denoiser.option_names)}; "
-                       f"docs/options.md)")
+    section, _, name = path.partition(".")
+    if section in base.SECTIONS and name and path not in own:
+      raise ValueError(f"--config.{path}: method {denoiser.name!r} has no option {name!r} "
+                       f"(its options: {list(denoiser.option_names)}; docs/options.md)")
 
 
 def method_options(config) -> dict:
