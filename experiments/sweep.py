@@ -46,15 +46,16 @@ COLUMNS = ("name", "status", "overrides", "method", "num_images", "step_seconds_
            "r2_vs_baseline")
 
 
-def load_module(path: str, name: str):
-  """Imports a Python file by path (relative paths: the working directory, then the repo root)."""
+def load_module(path: str, name: str, what: str = "file"):
+  """Imports a Python file by path (relative paths: the working directory, then the repo root);
+  ValueError ``<what> not found: <path>`` when there is none (also for experiments/table1.py)."""
   for candidate in (path, os.path.join(ROOT, path)):
     if os.path.isfile(candidate):
       spec = importlib.util.spec_from_file_location(name, candidate)
       module = importlib.util.module_from_spec(spec)
       spec.loader.exec_module(module)
       return module
-  raise ValueError(f"file not found: {path}")
+  raise ValueError(f"{what} not found: {path}")
 
 
 def base_config(spec: str):

@@ -45,7 +45,6 @@ line and exits with status 2 before anything is written.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -65,6 +64,7 @@ if ROOT not in sys.path:
 import golddiff_jax as gd  # pylint: disable=g-import-not-at-top
 from golddiff_jax import batches, cli, masks, metrics, outputs, run_config, schedules, stats_cache
 from golddiff_jax import workdirs
+from experiments import sweep  # pylint: disable=g-import-not-at-top  (its file loader)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Analytical run config (data, options).")
 _REFERENCE = flags.DEFINE_string("reference", None, "Reference network checkpoint directory.")
@@ -82,16 +82,6 @@ _GRID = flags.DEFINE_integer("grid_samples", 8, "Samples per row of samples.png.
 GIB = 2.0 ** 30
 
 
-def _load_module(path: str):
-  for candidate in (path, os.path.join(ROOT, path)):
-    if os.path.isfile(candidate):
-      spec = importlib.util.spec_from_file_location("table1_config", candidate)
-      module = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(module)
-      return module
-  raise ValueError(f"config file not found: {path}")
-
-
 def method_config(config_spec: str, overrides: dict, method: str, *, num_samples: int,
                   batch_size: int | None, num_steps: int, seed: int | None):
   """The config file (``path[:arg]``) with ``method=<method>`` (and ``mask=<mask>`` for an entry
@@ -101,7 +91,7 @@ def method_config(config_spec: str, overrides: dict, method: str, *, num_samples
   if method not in gd.METHODS:
     raise ValueError(f"unknown method {method!r}; valid methods: {sorted(gd.METHODS)}")
   path, _, arg = config_spec.partition(":")
-  module = _load_module(path)
+  module = sweep.load_module(path, "table1_config", what="config file")
   replaced = ("method", "mask", "steps") if mask else ("method", "steps")
   items = [i for i in arg.split(",") if i.strip() and i.partition("=")[0].strip() not in replaced]
   items += [f"method={method}"] + ([f"mask={mask}"] if mask else [])

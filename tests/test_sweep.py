@@ -31,13 +31,6 @@ def get_sweep(arg=None):
 '''
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 def test_two_run_study_with_resume(data_dir, tmp_path):
   study = tmp_path / "study.py"
   study.write_text(STUDY)

@@ -33,13 +33,6 @@ OVERRIDES = {**DATA, "golden.low_res_dim": 4, "golden.k_min": None, "golden.k_ma
 SAMPLES, STEPS, BATCH = 5, 2, 2
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 def _make_table(data_dir, reference_dir, output_dir, **kwargs):
   return table1.make_table("configs/procedural.py", reference_dir, output_dir,
                            overrides={**OVERRIDES, "data.data_dir": data_dir},
