@@ -84,7 +84,7 @@ def _tail_corrected(stats, plan, x_t, key, *, r):
   inside = jnp.zeros((batch, n), bool).at[jnp.arange(batch)[:, None], subset].max(
       jnp.broadcast_to(counted, subset.shape))
   # r uniform images outside the subset: the r smallest random keys among the excluded rows.
-  bits = retrieval.sample_keys(jax.random.fold_in(key, 0x7A11), batch, 0)
+  bits = retrieval.stream_keys(jax.random.fold_in(key, 0x7A11), batch, 0)
   bits = jax.vmap(lambda kk: jax.random.uniform(kk, (n,)))(bits)
   _, outside = jax.lax.top_k(-jnp.where(inside, 2.0, bits), r)
   rows = jnp.take(stats.database, jnp.concatenate([subset, outside], axis=1), axis=0)

@@ -35,9 +35,10 @@ RANDOM_SUBSET_STREAM = 0x5EED
 ScoreFn = Callable[[jax.Array, int], jax.Array]  # (start, size) -> scores [B, size]
 
 
-def sample_keys(key: jax.Array, batch: int, stream: int) -> jax.Array:
-  """Per-sample keys: fold_in(fold_in(key, stream), b) for b = 0…B−1 from one key, or
-  fold_in(key[b], stream) from per-sample keys [B] (then a sample's draw ignores its batch)."""
+def stream_keys(key: jax.Array, batch: int, stream: int) -> jax.Array:
+  """Per-sample keys of one random stream within a step (not `golddiff_jax.sample_keys`, which
+  makes a run's per-sample keys): fold_in(fold_in(key, stream), b) for b = 0…B−1 from one key,
+  or fold_in(key[b], stream) from per-sample keys [B] (then a sample's draw ignores its batch)."""
   if key.ndim == 1:
     return jax.vmap(lambda k: jax.random.fold_in(k, stream))(key)
   key = jax.random.fold_in(key, stream)
@@ -45,7 +46,7 @@ def sample_keys(key: jax.Array, batch: int, stream: int) -> jax.Array:
 
 
 def _random_bits(key: jax.Array, batch: int, n: int, stream: int) -> jax.Array:
-  keys = sample_keys(key, batch, stream)
+  keys = stream_keys(key, batch, stream)
   return jax.vmap(lambda k: jax.random.bits(k, (n,), jnp.uint32))(keys)
 
 
