@@ -17,7 +17,8 @@ sliced W2 and RBF-MMD² against the held-out digits; the *background* is the set
 training standard deviation is below ``BACKGROUND_STD`` (the border that is blank in every
 digit); its off-support energy is E‖x_bg − μ_bg‖² (0 for the data); the ink fraction is the
 share of pixels brighter than ``INK_LEVEL`` (the sample's ℓ0-type sparsity; the data's is
-reported beside it); the per-pixel variance ratio on the non-background pixels; the class
+reported beside it); the ratio of the total pixel variance of the samples to the held-out
+digits' on the non-background pixels (1 for the data; < 1: too little variety); the class
 coverage of the samples' nearest training digits' labels (the fraction of the 10 classes with at
 least 20% of their share); and the nearest-training-digit distance (copies score near 0).
 """
@@ -81,7 +82,6 @@ def score(x: np.ndarray, test: np.ndarray, train_x: np.ndarray, train_labels: np
   bg = background(train_x)
   fg = np.setdiff1d(np.arange(flat.shape[1]), bg)
   mean = train_flat.mean(0)
-  active = fg  # off_support_energy takes the kept coordinates
   near = image_metrics.memorization(x, train_x)
   labels = np.asarray(train_labels)[np.asarray(near["index"])[:, 0]]
   cover = metrics.mode_coverage(labels, NUM_CLASSES)
@@ -89,9 +89,9 @@ def score(x: np.ndarray, test: np.ndarray, train_x: np.ndarray, train_labels: np
       "finite": True,
       "sw2": metrics.sliced_w2(flat, test_flat, num_directions=num_directions, seed=seed),
       "mmd2": metrics.rbf_mmd2(flat, test_flat),
-      "background_energy": metrics.off_support_energy(flat - mean, active),
+      "background_energy": metrics.off_support_energy(flat - mean, fg),  # fg: kept coords
       "ink_fraction": ink_fraction(flat),
-      "variance_ratio_foreground": float(np.nanmean(metrics.variance_ratio(flat, test_flat)[fg])),
+      "variance_ratio_total": float(flat[:, fg].var(0).sum() / test_flat[:, fg].var(0).sum()),
       "class_coverage": cover["coverage"], "class_mass": cover["mass"],
       "nearest_train": 2.0 * near["nearest_distance_mean"],   # model-space L2
       "fraction_memorized": near["fraction_memorized"],
