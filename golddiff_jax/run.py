@@ -88,14 +88,15 @@ def _support(config, stats, latents, result: batches.Batches) -> dict | None:
     return None
 
 
-def _budgets(config, stats, timesteps) -> list[dict] | None:
+def _budgets(config, options: dict, num_images: int, timesteps) -> list[dict] | None:
+  """GoldDiff's per-step pool and subset sizes (m_t, k_t) from the run's resolved options (the
+  config's fields may be None: the method's defaults)."""
   if config.method != "golddiff":
     return None
-  g = config.golden
-  bounds = budgets.resolve_budgets(stats.num_images, g.k_min, g.k_max)
+  bounds = budgets.resolve_budgets(num_images, options["k_min"], options["k_max"])
   sizes = budgets.schedule(bounds, [schedules.alpha_bar(int(t)) for t in timesteps],
-                           dynamic_m=g.dynamic_m, dynamic_k=g.dynamic_k, static_m=g.static_m,
-                           static_k=g.static_k)
+                           **{k: options[k] for k in ("dynamic_m", "dynamic_k", "static_m",
+                                                      "static_k")})
   return [{"t": int(t), "m": m, "k": k} for t, (m, k) in zip(timesteps, sizes)]
 
 
@@ -168,7 +169,7 @@ def _run(config, workdir: str, is_main: bool, mesh) -> dict:
       "published_style_seconds_per_batch_step": result.published_style_seconds_per_batch_step,
       "setup_seconds": setup_seconds, **info,
       "peak_memory": memory.run_peak(started, result.step_bytes.ravel()),
-      "golden_budgets": _budgets(config, stats, result.timesteps),
+      "golden_budgets": _budgets(config, options, stats.num_images, result.timesteps),
       "backend": jax.default_backend(), "device_count": jax.device_count(),
       "process_count": jax.process_count(),
       "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()},

@@ -167,6 +167,22 @@ def test_global_statistics_with_a_class_database(data_dir, tmp_path):
   assert stats.num_images == 30  # half of the moons are class 1
 
 
+def test_reported_golddiff_budgets_are_the_plans(data_dir, cache_dir, tmp_path):
+  """metrics.json's golden_budgets are the m_t, k_t the sampler's plans use (method defaults for
+  the config fields left None)."""
+  import golddiff_jax as gd  # pylint: disable=g-import-not-at-top
+  config = tiny_config(data_dir, "golddiff", **{"stats.cache_dir": cache_dir,
+                                                "sampler.num_samples": 2,
+                                                "sampler.num_steps": 4,
+                                                "diagnostics.num_samples": 0})
+  metrics = run_lib.run(config, str(tmp_path / "wd"))
+  stats, _ = stats_cache.fit_or_load(config)
+  prepared = gd.prepare(stats, method="golddiff", num_steps=4, batch=2, **metrics["options"])
+  assert metrics["golden_budgets"] == [{"t": int(t), "m": int(p.m), "k": int(p.k)}
+                                       for t, p in zip(prepared.timesteps, prepared.plans)]
+  assert len({b["m"] for b in metrics["golden_budgets"]}) > 1  # dynamic_m: the default
+
+
 def test_run_on_a_batch_by_data_mesh_matches_one_device(data_dir, cache_dir, tmp_path):
   """The launcher shards the database over config.mesh (8 fake devices): same samples."""
   changes = {"stats.cache_dir": cache_dir, "sampler.num_samples": 4, "sampler.batch_size": 4,
