@@ -314,3 +314,15 @@ def test_cli_trains_and_resumes_the_default_config(tmp_path):
   assert [m["step"] for m in _read_metrics(workdir)] == [1, 2, 3]
   model = reference.load_reference(str(workdir), image_shape=(28, 28, 1))
   assert model.step == 3 and model.arch["ch"] == 16
+
+
+def test_checkpoint_past_num_steps_is_refused(trained, tmp_path):
+  """A workdir trained further than the config asks would be evaluated at the wrong step."""
+  workdir = str(tmp_path / "wd")
+  train.train(tiny_config(num_steps=4), workdir, images=IMAGES)
+  with open(os.path.join(workdir, "config.json")) as f:
+    before = f.read()
+  with pytest.raises(ValueError, match=r"step 4, past train.num_steps=2"):
+    train.train(tiny_config(num_steps=2), workdir, images=IMAGES)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert f.read() == before   # nothing rewritten

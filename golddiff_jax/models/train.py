@@ -351,6 +351,11 @@ def train(config, workdir: str, *, images: np.ndarray | None = None) -> dict:
                          for k in jax.random.split(jax.random.key(config.seed)))
   manager = ckpt.open_manager(os.path.join(workdir, ckpt.SUBDIR), keep=t.keep_checkpoints)
   start = manager.latest_step() or 0
+  if start > t.num_steps:
+    manager.close()
+    raise ValueError(f"workdir {workdir!r} holds a checkpoint at step {start}, past "
+                     f"train.num_steps={t.num_steps}: its network was trained for more steps "
+                     f"than this config asks. Use another workdir or train.num_steps >= {start}.")
   if start:
     meta = ckpt.read_meta(manager, start)
     if meta["arch"] != arch or meta["image_shape"] != image_shape:
