@@ -103,16 +103,8 @@ def check_config(config) -> None:
   train.check_config(config, train.make_mesh(config.mesh.data).size)
   if config.model.get("kind", "unet") == "mlp":
     raise ValueError("the digits run trains the U-Net (model.kind must not be 'mlp')")
+  samplers.check_eval(config.eval)
   e = config.eval
-  ks = [samplers.check_steps(k) for k in e.ks]
-  if not ks or ks != sorted(set(ks)):
-    raise ValueError(f"eval.ks must be a non-empty increasing list, got {list(e.ks)}")
-  bad = [s for s in e.samplers if s not in samplers.SAMPLERS]
-  if bad or not e.samplers:
-    raise ValueError(f"eval.samplers must be a non-empty subset of {list(samplers.SAMPLERS)}, "
-                     f"got {list(e.samplers)}")
-  if e.params not in ("ema", "raw"):
-    raise ValueError(f"eval.params must be 'ema' or 'raw', got {e.params!r}")
   if not 2 <= int(e.num_samples) <= 2000 or not 0 <= int(e.keep) <= int(e.num_samples):
     raise ValueError("eval.num_samples must be in [2, 2000] and eval.keep in [0, "
                      "eval.num_samples]")

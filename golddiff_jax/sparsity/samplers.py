@@ -39,6 +39,20 @@ def check_steps(num_steps) -> int:
   return int(num_steps)
 
 
+def check_eval(e) -> None:
+  """Checks a run's ``eval`` section: ``ks`` (increasing, each in [1, T]), ``samplers`` (a
+  non-empty subset of `SAMPLERS`) and ``params`` (ema | raw); ValueError naming the field."""
+  ks = [check_steps(k) for k in e.ks]
+  if not ks or ks != sorted(set(ks)):
+    raise ValueError(f"eval.ks must be a non-empty increasing list, got {list(e.ks)}")
+  bad = [s for s in e.samplers if s not in SAMPLERS]
+  if bad or not e.samplers:
+    raise ValueError(f"eval.samplers must be a non-empty subset of {list(SAMPLERS)}, "
+                     f"got {list(e.samplers)}")
+  if e.params not in ("ema", "raw"):
+    raise ValueError(f"eval.params must be 'ema' or 'raw', got {e.params!r}")
+
+
 def respaced_timesteps(num_steps: int) -> np.ndarray:
   """τ_K > … > τ_1 in sampling order: round(k·(T−1)/(K−1)) descending, [T−1] for K = 1."""
   k = check_steps(num_steps)

@@ -41,16 +41,8 @@ def check_config(config) -> None:
   """Raises ValueError for any setting this run cannot honour (before anything is written)."""
   spec_of(config)
   train.check_config(config, train.make_mesh(config.mesh.data).size)
+  samplers.check_eval(config.eval)
   e = config.eval
-  ks = [samplers.check_steps(k) for k in e.ks]
-  if not ks or ks != sorted(set(ks)):
-    raise ValueError(f"eval.ks must be a non-empty increasing list, got {list(e.ks)}")
-  bad = [s for s in e.samplers if s not in samplers.SAMPLERS]
-  if bad or not e.samplers:
-    raise ValueError(f"eval.samplers must be a non-empty subset of {list(samplers.SAMPLERS)}, "
-                     f"got {list(e.samplers)}")
-  if e.params not in ("ema", "raw"):
-    raise ValueError(f"eval.params must be 'ema' or 'raw', got {e.params!r}")
   if int(e.num_samples) < 2 or int(config.data.n_test) < 2:
     raise ValueError("eval.num_samples and data.n_test must be >= 2")
   if int(config.data.n_train) < int(config.train.batch_size):
