@@ -72,7 +72,7 @@ def _sample(config, stats, options: dict, mesh) -> tuple[batches.Batches, np.nda
   return result, latents
 
 
-def _support(config, stats, latents, result: batches.Batches) -> dict | None:
+def _support(config, options: dict, stats, latents, result: batches.Batches) -> dict | None:
   """Posterior support sizes along the first samples' trajectories (`diagnostics`); None when
   ``diagnostics.num_samples`` is 0 or the measurement fails (it never fails the run)."""
   n = min(config.diagnostics.num_samples, latents.shape[0])
@@ -82,7 +82,7 @@ def _support(config, stats, latents, result: batches.Batches) -> dict | None:
     return diagnostics.trajectory_support(
         stats, latents[:n], result.x0_trajectory[:, :n], result.timesteps,
         mass=float(config.diagnostics.mass),
-        temperature=float(run_config.method_options(config).get("temperature", 1.0)))
+        temperature=float(options.get("temperature", 1.0)))
   except (TypeError, ValueError) as e:
     log.warning("posterior support diagnostics skipped: %s", e)
     return None
@@ -174,7 +174,7 @@ def _run(config, workdir: str, is_main: bool, mesh) -> dict:
       "process_count": jax.process_count(),
       "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()},
   }
-  metrics["posterior_support"] = _support(config, stats, latents, result)
+  metrics["posterior_support"] = _support(config, options, stats, latents, result)
   if is_main:
     _write_results(config, workdir, stats, result, latents)
     plots.write_run_plots(workdir, metrics)
