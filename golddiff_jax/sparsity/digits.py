@@ -35,8 +35,8 @@ import numpy as np
 from golddiff_jax import metrics as image_metrics, outputs
 from golddiff_jax.data import mnist5k
 from golddiff_jax.models import train
-from golddiff_jax.run import ensure_workdir
 from golddiff_jax.sparsity import metrics, samplers
+from golddiff_jax.workdirs import ensure_workdir
 
 KIND = "digits"           # config.data.kind of an image run
 METRICS_FILE = "metrics.json"

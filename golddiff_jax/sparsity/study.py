@@ -25,8 +25,8 @@ import numpy as np
 
 from golddiff_jax import metrics as image_metrics, outputs
 from golddiff_jax.models import train
-from golddiff_jax.run import ensure_workdir
 from golddiff_jax.sparsity import digits, metrics, samplers, toy_data
+from golddiff_jax.workdirs import ensure_workdir
 
 METRICS_FILE = "metrics.json"
 FLOOR_SEED_OFFSET = 1_000_003   # the floor's fresh draw: its own seed stream
