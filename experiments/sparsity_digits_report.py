@@ -11,6 +11,7 @@ Reads every ``<workdir>/<run>/metrics.json`` and ``samples.npz`` written by
   floor (real training digits scored the same way);
 * ``digits_best_r.json``: each target's best r among its finished runs, by the lowest DDPM SW2
   averaged over the few-step K (K < 1000; the question is whether a penalty buys few-step quality);
+  a run whose network was trained for other than its configured steps is listed but not compared;
 * ``digits_grid_<sampler>.png``: the first 16 samples (the same latents in every run) of the
   baseline and of each target at its best r (rows) at every K (columns);
 * ``digits_sw2_vs_k.png``: SW2 against K for every run, one panel per sampler.
@@ -51,6 +52,11 @@ def load_runs(workdir: str) -> list[dict]:
       continue
     with open(path) as f:
       run = {"name": name, **json.load(f)}
+    # A run whose network was trained for other than its configured steps (a checkpoint past
+    # train.num_steps, which the trainer now refuses) is shown but not compared.
+    with open(os.path.join(workdir, name, "config.json")) as f:
+      configured = json.load(f)["train"]["num_steps"]
+    run["comparable"] = run["train"].get("step") == configured
     samples = os.path.join(workdir, name, digits.SAMPLES_FILE)
     run["samples"] = dict(np.load(samples)) if os.path.isfile(samples) else {}
     runs.append(run)
@@ -69,7 +75,7 @@ def best_r(runs: list[dict]) -> dict:
   best = {}
   for run in runs:
     t = run["target"]
-    if t == "none":
+    if t == "none" or not run["comparable"]:
       continue
     if t not in best or few_step_sw2(run) < best[t]["few_step_sw2"]:
       best[t] = {"name": run["name"], "r": run["r"], "few_step_sw2": few_step_sw2(run)}
@@ -77,7 +83,8 @@ def best_r(runs: list[dict]) -> dict:
 
 
 def _label(run: dict) -> str:
-  return "r = 0" if run["target"] == "none" else f"{run['target']} r={run['r']:g}"
+  label = "r = 0" if run["target"] == "none" else f"{run['target']} r={run['r']:g}"
+  return label if run["comparable"] else f"{label} ({run['train']['step']} steps, not compared)"
 
 
 def write_tables(runs: list[dict], out: str) -> None:
