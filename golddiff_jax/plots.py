@@ -144,11 +144,16 @@ def concentration_figure(timesteps: Sequence[int], effective_size, support=None,
 
 
 def budgets_figure(timesteps: Sequence[int], m: Sequence[int], k: Sequence[int], *,
-                   num_images: int) -> Figure:
-  """GoldDiff's per-step random pool m_t and golden subset k_t against t."""
+                   num_images: int, expansion: Sequence[bool] | None = None) -> Figure:
+  """GoldDiff's per-step random pool m_t and golden subset k_t against t; steps that used the
+  high-noise expansion over all N images instead of retrieval (``expansion``) are shaded."""
   t = np.asarray(timesteps)
   fig = Figure(figsize=(6.4, 4.2), dpi=DPI)
   ax = fig.add_subplot()
+  spacing = float(np.min(np.abs(np.diff(t)))) if len(t) > 1 else 1.0
+  for i, step in enumerate(t[np.asarray(expansion, bool)] if expansion is not None else []):
+    ax.axvspan(step - spacing / 2, step + spacing / 2, color="tab:orange", alpha=0.15, lw=0,
+               label="expansion over all N (no retrieval)" if i == 0 else None)
   ax.plot(t, m, "o-", label="random pool m_t")
   ax.plot(t, k, "s-", label="golden subset k_t")
   ax.axhline(num_images, color="grey", ls=":", label=f"N = {num_images}")
@@ -214,7 +219,9 @@ def write_run_plots(workdir: str, metrics: dict) -> list[str]:
              f"{support['num_samples']} samples")
   if budgets:
     figures["budgets.png"] = budgets_figure([b["t"] for b in budgets], [b["m"] for b in budgets],
-                                            [b["k"] for b in budgets], num_images=n)
+                                            [b["k"] for b in budgets], num_images=n,
+                                            expansion=[b.get("expansion", False)
+                                                       for b in budgets])
   for name, fig in figures.items():
     write_figure(os.path.join(workdir, name), fig)
   return sorted(figures)

@@ -37,6 +37,7 @@ import golddiff_jax as gd
 from golddiff_jax import batches, budgets, diagnostics, memory, outputs, plots, progress, run_config
 from golddiff_jax import schedules
 from golddiff_jax import stats_cache
+from golddiff_jax.denoisers import golddiff
 from golddiff_jax.mesh_policy import run_mesh
 from golddiff_jax.workdirs import clear_results, ensure_workdir, log_to
 
@@ -90,14 +91,19 @@ def _support(config, options: dict, stats, latents, result: batches.Batches) -> 
 
 def _budgets(config, options: dict, num_images: int, timesteps) -> list[dict] | None:
   """GoldDiff's per-step pool and subset sizes (m_t, k_t) from the run's resolved options (the
-  config's fields may be None: the method's defaults)."""
+  config's fields may be None: the method's defaults), and whether the step used the high-noise
+  expansion instead of retrieval."""
   if config.method != "golddiff":
     return None
+  abars = [schedules.alpha_bar(int(t)) for t in timesteps]
   bounds = budgets.resolve_budgets(num_images, options["k_min"], options["k_max"])
-  sizes = budgets.schedule(bounds, [schedules.alpha_bar(int(t)) for t in timesteps],
+  sizes = budgets.schedule(bounds, abars,
                            **{k: options[k] for k in ("dynamic_m", "dynamic_k", "static_m",
                                                       "static_k")})
-  return [{"t": int(t), "m": m, "k": k} for t, (m, k) in zip(timesteps, sizes)]
+  expand = golddiff.expansion_steps(gd.METHODS["golddiff"].options(options), abars, sizes,
+                                    num_images)
+  return [{"t": int(t), "m": m, "k": k, "expansion": e}
+          for t, (m, k), e in zip(timesteps, sizes, expand)]
 
 
 def _write_results(config, workdir, stats, result, latents) -> None:

@@ -128,6 +128,16 @@ def test_write_run_plots_from_metrics(tmp_path):
   assert plots.write_run_plots(str(tmp_path / "other"), metrics) == ["step_seconds.png"]
 
 
+def test_budgets_figure_shades_the_expansion_steps():
+  ts, m, k = [900, 600, 300, 0], [50, 120, 300, 500], [50, 40, 30, 25]
+  fig = plots.budgets_figure(ts, m, k, num_images=500, expansion=[True, False, False, False])
+  spans = [p for p in fig.axes[0].patches]
+  assert len(spans) == 1
+  x0, x1 = spans[0].get_x(), spans[0].get_x() + spans[0].get_width()
+  assert x0 < 900 < x1 and not x0 < 600 < x1
+  assert not plots.budgets_figure(ts, m, k, num_images=500).axes[0].patches
+
+
 def test_golddiff_run_writes_its_plots(tmp_path):
   config = default.get_config()
   changes = {"dataset": "procedural", "num_images": 48, "resolution": 8,

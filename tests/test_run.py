@@ -173,13 +173,17 @@ def test_reported_golddiff_budgets_are_the_plans(data_dir, cache_dir, tmp_path):
   import golddiff_jax as gd  # pylint: disable=g-import-not-at-top
   config = tiny_config(data_dir, "golddiff", **{"stats.cache_dir": cache_dir,
                                                 "sampler.num_samples": 2,
-                                                "sampler.num_steps": 4,
+                                                "sampler.num_steps": 5,
                                                 "diagnostics.num_samples": 0})
   metrics = run_lib.run(config, str(tmp_path / "wd"))
   stats, _ = stats_cache.fit_or_load(config)
-  prepared = gd.prepare(stats, method="golddiff", num_steps=4, batch=2, **metrics["options"])
-  assert metrics["golden_budgets"] == [{"t": int(t), "m": int(p.m), "k": int(p.k)}
+  prepared = gd.prepare(stats, method="golddiff", num_steps=5, batch=2, **metrics["options"])
+  assert metrics["golden_budgets"] == [{"t": int(t), "m": int(p.m), "k": int(p.k),
+                                        "expansion": p.expansion is not None}
                                        for t, p in zip(prepared.timesteps, prepared.plans)]
+  # t = 800 (ᾱ ≤ 0.002) uses the high-noise expansion, the later steps retrieve.
+  assert [b["expansion"] for b in metrics["golden_budgets"]] == [True] + [False] * 4
+
   assert len({b["m"] for b in metrics["golden_budgets"]}) > 1  # dynamic_m: the default
 
 

@@ -260,6 +260,15 @@ def _coarse_chunk(options, batch, n, proxy_dim, survivors):
   return int(min(n, max(survivors, _SCAN_BYTES // (4 * (batch + proxy_dim)))))
 
 
+def expansion_steps(options: RetrievalOptions, abars, sizes, n: int) -> list[bool]:
+  """Which steps use the high-noise expansion instead of retrieval (``sizes``: the (m_t, k_t) of
+  each step, ``n``: the database size). The expansion replaces a random pool; a step whose pool
+  is the whole database is exact, and the random-retrieval ablation keeps its random subsets."""
+  return [isinstance(options, Options) and options.high_noise == "expansion" and m < n
+          and not options.random_retrieval and float(abar) <= float(options.high_noise_abar)
+          for abar, (m, _) in zip(abars, sizes)]
+
+
 def prepare_run(stats: Stats, abars, options: RetrievalOptions, batch: int) -> list[Plan]:
   """Host-side plans for every step of a run; the proxy database is built once and shared.
 
@@ -278,11 +287,7 @@ def prepare_run(stats: Stats, abars, options: RetrievalOptions, batch: int) -> l
   coarse = _coarse_chunk(options, batch, n, proxy_dim, bounds.k_max)
   fine = options.subset_chunk_size or max(1, _SCAN_BYTES // (4 * batch * stats.dim))
   local = isinstance(options, Options)  # a locality mask per step
-  # The expansion replaces a random pool; a step whose pool is the whole database is exact, and
-  # the random-retrieval ablation keeps its random subsets.
-  expand = [local and options.high_noise == "expansion" and m < n and not random_only
-            and float(abar) <= float(options.high_noise_abar)
-            for abar, (m, _) in zip(abars, sizes)]
+  expand = expansion_steps(options, abars, sizes, n)
   retrieved = [mk for mk, e in zip(sizes, expand) if not e] or sizes
   size = max(k for _, k in retrieved)
   pool = any(m < n for m, _ in retrieved)
