@@ -81,32 +81,38 @@ def write_tables(runs, rows, out, quality):
     f.write("\n".join(lines) + "\n")
 
 
+SCREEN_DIMS = (8, 128)   # the screen's d: the quality-vs-K plot shows these two
+
+
 def plot_quality_vs_k(runs, best, out, quality):
-  fig, axes = plt.subplots(1, len(TARGETS), figsize=(4.2 * len(TARGETS), 3.6), sharey=True)
-  dims = sorted({r["d"] for r in runs if r["kind"] == "sparse"})
-  styles = ["-", "--", ":", "-."]
+  """Quality against K per target on sparse s = 2 data at the screen's d (solid 8, dashed 128):
+  r = 0 black, each r red → yellow (thick: best). One legend per panel, one entry per r."""
+  fig, axes = plt.subplots(1, len(TARGETS), figsize=(4.2 * len(TARGETS), 4.2), sharey=True)
+  styles = {SCREEN_DIMS[0]: "-", SCREEN_DIMS[1]: "--"}
   for ax, target in zip(axes, TARGETS):
     rs = sorted({m["r"] for m in runs if m["target"] == target and m["kind"] == "sparse"})
     cmap = plt.get_cmap("autumn")
-    for i, d in enumerate(dims):
-      lines = [("none", 0.0, "black")] + [
-          (target, r, cmap(0.85 * j / max(len(rs) - 1, 1))) for j, r in enumerate(rs)]
-      for tgt, r, colour in lines:
+    lines = [("none", 0.0, "black")] + [
+        (target, r, cmap(0.85 * j / max(len(rs) - 1, 1))) for j, r in enumerate(rs)]
+    for tgt, r, colour in lines:
+      for d, style in styles.items():
         members = [m for m in runs if (m["kind"], m["s"], m["d"], m["target"], m["r"]) ==
                    ("sparse", 2, d, tgt, r)]
         if not members:
           continue
         ks = analysis.curve(members[0], quality)[0]
         q = np.nanmean([analysis.curve(m, quality)[1] for m in members], axis=0)
-        label = f"{'r=0' if tgt == 'none' else f'r={r:g}'}{' (best)' if r == best.get(tgt) else ''}, d={d}"
-        ax.plot(ks, q, styles[i % 4], color=colour, marker="o", ms=3, label=label,
+        label = None
+        if d == SCREEN_DIMS[0]:
+          label = f"{'r=0' if tgt == 'none' else f'r={r:g}'}{' (best)' if r == best.get(tgt) else ''}"
+        ax.plot(ks, q, style, color=colour, marker="o", ms=2.5, label=label,
                 lw=2.2 if tgt == "none" or r == best.get(tgt) else 1.0)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_title(f"target = {target}")
     ax.set_xlabel("sampling steps K (DDPM)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6.5, ncol=2, loc="upper right", framealpha=0.8)
   axes[0].set_ylabel(f"{quality} vs held-out (mean over seeds)")
   fig.suptitle("Quality against K on coordinate-sparse data (s = 2): r = 0 (black) and each r "
                "(red → yellow, thick = best by K*); solid d = 8, dashed d = 128; mean over seeds")
