@@ -572,3 +572,23 @@ def test_analysis_k_star_statistics_and_decision():
   analysis.add_k_star(flat)
   assert analysis.decision(analysis.summarise(flat), kind="sparse", s=2, target="x0",
                            r=0.1)["verdict"] == "null"
+
+
+def test_report_tables_plots_and_verdict(tmp_path):
+  """experiments/sparsity_report.py on a tiny study: a baseline and one penalty at two d."""
+  runs = tmp_path / "runs"
+  for target, r in (("none", 0.0), ("eps", 0.1)):
+    for d in (8, 16):
+      config = _small(f"target={target},r={r},d={d},steps=50")
+      config.eval.samplers = ("ddpm",)
+      study.run(config, str(runs / f"sparse_s2_d{d}_{target}_r{r:g}_seed0"))
+  out = tmp_path / "report"
+  proc = subprocess.run([sys.executable, "experiments/sparsity_report.py", f"--workdir={runs}",
+                         f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  for name in ("summary.csv", "summary_sw2.md", "decision_sw2.md", "best_r_sw2.json",
+               "quality_vs_k_sw2.png", "kstar_vs_d_sw2.png"):
+    assert (out / name).is_file(), name
+  with open(out / "best_r_sw2.json") as f:
+    assert json.load(f) == {"eps": 0.1}
+  assert "| sparse | 2 | eps | 0.1 (best) |" in (out / "decision_sw2.md").read_text()
