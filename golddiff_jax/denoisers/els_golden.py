@@ -24,9 +24,8 @@ import dataclasses
 import flax.struct
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
 
-from golddiff_jax import chunking, retrieval, sharding, softmax
+from golddiff_jax import chunking, sharding, softmax
 from golddiff_jax.denoisers import base, els, golddiff
 from golddiff_jax.stats import Stats
 
@@ -137,42 +136,18 @@ def plan_specs(plan: Plan):
               els=sharding.replicated_specs(plan.els))
 
 
+def _aggregate_step(stats: Stats, plan: Plan, subset, x_t, offset) -> jax.Array:
+  return els.finalize(aggregate_shard(stats.database, subset, x_t, plan.els, stats.image_shape,
+                                      offset, _count(plan.retrieval)))
+
+
 def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None,
                   mesh) -> jax.Array:
   """`apply` with the database sharded over ``mesh``; the subset is GoldDiff's sharded retrieval
-  (the same as on one device: the pool is drawn per global row, `retrieval.pool_bits`)."""
-  key = jax.random.key(0) if key is None else key
-  batch = x_t.shape[0]
-  queries = sharding.batch_spec(mesh)
-  bits_spec = P(queries[0] if queries else None, sharding.DATA)
-  n = stats.num_images
-  ret = plan.retrieval
-  bits = subset = None
-  if ret.random_retrieval:
-    subset = retrieval.random_subset(key, batch, n, ret.k if ret.ranked else ret.size, ret.size)
-  elif ret.pool:
-    bits = sharding.constrain(retrieval.pool_bits(key, batch, stats.database.shape[0], n),
-                              mesh, bits_spec)
-
-  def body(stats, plan, x_t, bits, subset):
-    offset, _ = sharding.local_rows(stats.database.shape[0], n)
-    ret = plan.retrieval
-    if subset is None:
-      # pylint: disable-next=protected-access
-      proxy_db, proxy_sq, x_proxy, scale = golddiff._proxy_inputs(stats, ret, x_t)
-      subset = retrieval.golden_subset_shard(
-          stats.database, stats.sq_norms, proxy_db, proxy_sq, x_t, x_proxy, jnp.sqrt(ret.abar),
-          bits, num_valid=n, m=ret.m, k=ret.size, survivors=ret.survivors, scale=float(scale),
-          coarse_chunk=ret.coarse_chunk, fine_chunk=ret.fine_chunk, method=ret.select,
-          recall_target=ret.recall_target, ranked=ret.ranked)
-    state = aggregate_shard(stats.database, subset, x_t, plan.els, stats.image_shape, offset,
-                            _count(ret))
-    return els.finalize(state)
-
-  return jax.shard_map(
-      body, mesh=mesh,
-      in_specs=(sharding.stats_specs(stats), plan_specs(plan), queries, bits_spec, queries),
-      out_specs=queries, check_vma=False)(stats, plan, x_t, bits, subset)
+  (`golddiff.apply_retrieved_sharded`: the same as on one device)."""
+  return golddiff.apply_retrieved_sharded(stats, plan, x_t, key, mesh,
+                                          retrieval_of=lambda p: p.retrieval, specs=plan_specs,
+                                          aggregate_shard_fn=_aggregate_step)
 
 
 base.register("els_golden", options=Options, prepare_run=prepare_run, apply=apply,

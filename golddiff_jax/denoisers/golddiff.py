@@ -34,6 +34,7 @@ import dataclasses
 import functools
 import math
 import numbers
+from typing import Callable
 
 import flax.struct
 import jax
@@ -438,43 +439,62 @@ def plan_specs(plan: Plan):
   return specs.replace(proxy_db=P(sharding.DATA), proxy_sq=P(sharding.DATA))
 
 
-def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None,
-                  mesh) -> jax.Array:
-  """`apply` with the database (and proxy database) sharded over ``mesh``; same result for the
-  same key on any device count (the pool is drawn per global row, `retrieval.pool_bits`)."""
-  if plan.expansion is not None:  # no database access: the moments are replicated
-    return high_noise_lib.apply(plan.expansion, x_t)
+def apply_retrieved_sharded(stats: Stats, plan, x_t: jax.Array, key: jax.Array | None, mesh, *,
+                            retrieval_of: Callable, specs: Callable,
+                            aggregate_shard_fn: Callable) -> jax.Array:
+  """The sharded golden-subset step shared by GoldDiff and golden-subset ELS.
+
+  ``retrieval_of(plan)`` is the step's retrieval `Plan` (GoldDiff's own plan, or the one inside
+  another method's plan); ``specs(plan)`` its PartitionSpecs. The random pool is drawn per
+  global row (`retrieval.pool_bits`), so the subset is the same on any device count; each shard
+  retrieves from its rows and ``aggregate_shard_fn(stats, plan, subset, x_t, offset)`` (inside
+  ``shard_map``) turns them into x̂_0.
+  """
   key = jax.random.key(0) if key is None else key
   batch = x_t.shape[0]
   queries = sharding.batch_spec(mesh)
   bits_spec = P(queries[0] if queries else None, sharding.DATA)
   n = stats.num_images
+  ret = retrieval_of(plan)
   bits = subset = None
-  if plan.random_retrieval:
-    subset = retrieval.random_subset(key, batch, n, plan.k if plan.ranked else plan.size,
-                                     plan.size)
-  elif plan.pool:
-    bits = retrieval.pool_bits(key, batch, stats.database.shape[0], n)
-    bits = sharding.constrain(bits, mesh, bits_spec)
+  if ret.random_retrieval:
+    subset = retrieval.random_subset(key, batch, n, ret.k if ret.ranked else ret.size, ret.size)
+  elif ret.pool:
+    bits = sharding.constrain(retrieval.pool_bits(key, batch, stats.database.shape[0], n),
+                              mesh, bits_spec)
 
   def body(stats, plan, x_t, bits, subset):
     offset, _ = sharding.local_rows(stats.database.shape[0], n)
+    ret = retrieval_of(plan)
     if subset is None:
-      a = jnp.sqrt(plan.abar)
-      proxy_db, proxy_sq, x_proxy, scale = _proxy_inputs(stats, plan, x_t)
+      proxy_db, proxy_sq, x_proxy, scale = _proxy_inputs(stats, ret, x_t)
       subset = retrieval.golden_subset_shard(
-          stats.database, stats.sq_norms, proxy_db, proxy_sq, x_t, x_proxy, a, bits,
-          num_valid=n, m=plan.m, k=plan.size, survivors=plan.survivors, scale=float(scale),
-          coarse_chunk=plan.coarse_chunk, fine_chunk=plan.fine_chunk, method=plan.select,
-          recall_target=plan.recall_target, ranked=plan.ranked)
-    count = plan.k if plan.ranked else None
-    return softmax.finalize(aggregate_shard(stats.database, subset, x_t, plan.locality, offset,
-                                            count))
+          stats.database, stats.sq_norms, proxy_db, proxy_sq, x_t, x_proxy, jnp.sqrt(ret.abar),
+          bits, num_valid=n, m=ret.m, k=ret.size, survivors=ret.survivors, scale=float(scale),
+          coarse_chunk=ret.coarse_chunk, fine_chunk=ret.fine_chunk, method=ret.select,
+          recall_target=ret.recall_target, ranked=ret.ranked)
+    return aggregate_shard_fn(stats, plan, subset, x_t, offset)
 
   return jax.shard_map(
       body, mesh=mesh,
-      in_specs=(sharding.stats_specs(stats), plan_specs(plan), queries, bits_spec, queries),
+      in_specs=(sharding.stats_specs(stats), specs(plan), queries, bits_spec, queries),
       out_specs=queries, check_vma=False)(stats, plan, x_t, bits, subset)
+
+
+def _aggregate_step(stats: Stats, plan: Plan, subset, x_t, offset) -> jax.Array:
+  count = plan.k if plan.ranked else None
+  return softmax.finalize(aggregate_shard(stats.database, subset, x_t, plan.locality, offset,
+                                          count))
+
+
+def apply_sharded(stats: Stats, plan: Plan, x_t: jax.Array, key: jax.Array | None,
+                  mesh) -> jax.Array:
+  """`apply` with the database (and proxy database) sharded over ``mesh``; same result for the
+  same key on any device count (`apply_retrieved_sharded`)."""
+  if plan.expansion is not None:  # no database access: the moments are replicated
+    return high_noise_lib.apply(plan.expansion, x_t)
+  return apply_retrieved_sharded(stats, plan, x_t, key, mesh, retrieval_of=lambda p: p,
+                                 specs=plan_specs, aggregate_shard_fn=_aggregate_step)
 
 
 base.register("golddiff", options=Options, prepare_run=prepare_run, apply=apply,
